@@ -1,0 +1,5 @@
+import sys
+
+from dwrec.cli import main
+
+sys.exit(main())

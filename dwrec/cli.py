@@ -1,0 +1,88 @@
+"""The ``dwrec`` command line: a thin Typer layer over the library functions.
+
+Each subcommand lives in ``dwrec/commands/<name>.py`` and exposes ``register(app)``.
+Errors of type :class:`dwrec.errors.DwrecError` print as one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from dwrec import __version__
+from dwrec.errors import DwrecError
+
+COMMAND_MODULES = ("prepare", "datasets", "train", "evaluate", "report", "quickstart")
+
+app = typer.Typer(
+    name="dwrec",
+    help=(
+        "Benchmark sequential recommenders on sparse domains: prepare public data, train with "
+        "generic / fixed / dynamic domain-weighted losses, evaluate per domain, and report "
+        "significance-tested sparse-vs-dense tables."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dwrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """dwrec: sequential recommendation benchmarks on sparse domains."""
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"dwrec.commands.{_name}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"dwrec.commands.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dwrec`` console script."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except DwrecError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        return 130
+    except SystemExit as exc:  # typer.Exit / click usage errors
+        return int(exc.code or 0)
+    except Exception as exc:  # click exceptions carry their own exit codes
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            err_console.print("[yellow]aborted[/]")
+            return 1
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

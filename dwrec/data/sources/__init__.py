@@ -1,0 +1,102 @@
+"""Registry of dataset sources: one module per public dataset family, plus ``synthetic``.
+
+A source module calls :func:`register` at import time with a :class:`SourceSpec`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dwrec.data.raw import RawData
+from dwrec.errors import UsageError
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One official download: its URL, pinned sha256 and size in bytes (if known)."""
+
+    url: str
+    sha256: str
+    filename: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A dataset that ``dwrec prepare NAME`` knows.
+
+    Attributes:
+        name: the CLI name (``movielens-1m``).
+        family: ``movielens``, ``lastfm``, ``amazon``, ``yelp`` or ``synthetic``.
+        description: one line for ``dwrec datasets``.
+        domains: what a domain is for this dataset (one line).
+        licence: the terms in brief, with where to read them.
+        size: the published size in brief (``1,000,209 ratings, 6,040 users, 3,706 movies``).
+        remote: official downloads; empty where the publisher requires a manual download.
+        reader: ``reader(folder, options) -> RawData``; ``folder`` is the extracted
+            archive or the user's ``--source`` folder (or a single file's path).
+        default_min_user: default ``--min-user-interactions`` (k-core) for this dataset.
+        default_min_item: default ``--min-item-interactions``.
+        manual_download: what to tell a user when ``remote`` is empty.
+    """
+
+    name: str
+    family: str
+    description: str
+    domains: str
+    licence: str
+    size: str
+    reader: Callable[[Path, dict[str, Any]], RawData]
+    remote: tuple[RemoteFile, ...] = ()
+    default_min_user: int = 0
+    default_min_item: int = 0
+    manual_download: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, SourceSpec] = {}
+_MODULES = ("synthetic", "movielens", "lastfm", "amazon", "yelp")
+_loaded = False
+
+
+def register(spec: SourceSpec) -> SourceSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"dataset source {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for module in _MODULES:
+        try:
+            importlib.import_module(f"dwrec.data.sources.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"dwrec.data.sources.{module}":
+                raise
+    _loaded = True
+
+
+def all_sources() -> list[SourceSpec]:
+    _load_all()
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def get_source(name: str) -> SourceSpec:
+    """The spec of dataset ``name``; an unknown name suggests the closest known ones."""
+    _load_all()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UsageError(
+        f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(sorted(_REGISTRY))} "
+        "(`dwrec datasets` lists them)."
+    )

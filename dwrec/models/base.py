@@ -1,0 +1,75 @@
+"""The one small interface every model implements (DESIGN.md "Abstractions").
+
+Inside a model, item ``i`` of the dataset is token ``i + 1``; token 0 is padding (and
+models that need one use ``n_items + 1`` as a mask token). Everything that crosses the
+interface (targets, candidate items, scores' columns) uses dataset ids, 0-based.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    ffn: int | None = None  # default 4 * hidden
+    dropout: float = 0.2
+    max_len: int = 200
+    mask_prob: float = 0.2  # bert4rec cloze masking
+
+
+@dataclass
+class TrainingBatch:
+    """What a model's ``training_batch`` returns.
+
+    Attributes:
+        inputs: ``[B, L]`` tokens fed to ``forward``.
+        targets: ``[B, L]`` dataset item id to predict at each position, ``-1`` where none.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+
+class SequentialModel(nn.Module):
+    """A sequential recommender.
+
+    ``forward(tokens [B, L]) -> hidden [B, L, d]``; ``score(hidden [N, d], items)`` gives
+    logits against every item (``items=None``: ``[N, n_items]``) or a candidate set
+    (``items [C]`` or ``[N, C]``: ``[N, C]``).
+    """
+
+    name: ClassVar[str] = ""
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, n_items: int, config: ModelConfig):
+        super().__init__()
+        self.n_items = n_items
+        self.config = config
+
+    def training_batch(self, windows: torch.Tensor, generator: torch.Generator) -> TrainingBatch:
+        """Turn padded windows of tokens ``[B, L + 1]`` (left-padded with 0) into inputs and
+        targets. Causal models shift by one; cloze models mask."""
+        raise NotImplementedError
+
+    def user_state(self, history: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` left-padded history tokens -> ``[B, d]`` state that ranks the next item."""
+        return self.forward(history)[:, -1, :]
+
+    def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """Output-side embeddings ``[..., d]`` of dataset item ids."""
+        raise NotImplementedError
+
+    def output_layer(self) -> torch.Tensor | None:
+        """The last shared layer's weight (ADC balances gradient norms on it)."""
+        return None
