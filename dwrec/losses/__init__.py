@@ -1,0 +1,1 @@
+"""Loss zoo: objectives (per-position losses) and domain weightings (their reduction)."""

@@ -1,0 +1,1 @@
+"""Model zoo: one module per model behind :class:`dwrec.models.base.SequentialModel`."""
