@@ -1,19 +1,460 @@
 """Finding raw files: ``--source`` folders and archives, the cache, and checksummed downloads.
 
-(Placeholder: the foundation work extends this with archives and downloads.)
+:func:`resolve_source` turns what the user gave (or nothing) into a folder or file that a
+reader can search with :func:`dwrec.data.raw.find_raw_file`:
+
+- ``--source FOLDER``: returned as is (an extracted archive, or files placed by hand).
+- ``--source ARCHIVE`` (``.zip``, ``.tar.gz``, ``.tgz``, ``.tar``): extracted once into
+  ``$DWREC_HOME/raw/NAME/extracted-<first 8 hex of its sha256>/`` and that folder returned.
+  An archive whose name is the official file name must match the pinned checksum.
+- ``--source FILE``: a single raw file, returned as is.
+- no ``--source``: the cache ``$DWREC_HOME/raw/NAME/`` is searched first (the official
+  archive, its extracted folder, or raw files a user placed there by hand on an offline
+  machine); only what is missing is downloaded from the official URL, resumably, and checked
+  against the pinned sha256 (or the publisher's md5 where no sha256 is known).
+
+Archives are extracted safely: a member whose path would land outside the target folder
+(absolute path, ``..``, a link pointing out, a device file) stops the extraction with a
+:class:`~dwrec.errors.DwrecError`, and nothing is left under the final folder name.
+
+Downloads are switched off by ``DWREC_OFFLINE=1`` (the test suite sets it); then, as on any
+network error, the error names ``--source`` and the cache folder where files may be placed.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import hashlib
+import os
+import posixpath
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
 
-from dwrec.data.sources import SourceSpec
-from dwrec.errors import DwrecError
+from dwrec.data.sources import RemoteFile, SourceSpec
+from dwrec.errors import ChecksumError, DwrecError, UsageError
+from dwrec.io import read_json, write_json
+from dwrec.paths import dwrec_home, raw_dir
+
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+OFFLINE_ENV = "DWREC_OFFLINE"
+CHUNK_BYTES = 1 << 20
+TIMEOUT_SECONDS = 30
+EXTRACTED_PREFIX = "extracted-"
+
+# Module-level so tests can substitute a local opener; never called with a user-built URL.
+_urlopen = urllib.request.urlopen
+
+
+class OfflineError(DwrecError):
+    """A download was needed but the network is off or unreachable."""
+
+
+def is_archive(path: str | os.PathLike) -> bool:
+    """True when ``path``'s name ends in a supported archive suffix."""
+    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def offline() -> bool:
+    """True when ``$DWREC_OFFLINE`` forbids downloads (``1``, ``true``, ``yes``)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def resolve_source(spec: SourceSpec, source: Path | None, *, progress: bool = False) -> Path:
-    if source is None:
-        raise DwrecError(f"{spec.name}: pass --source PATH (downloads are not implemented yet)")
+    """A folder (or single file) holding ``spec``'s raw files, downloading if needed.
+
+    Args:
+        spec: the dataset source.
+        source: the user's ``--source`` (folder, archive or file), or ``None`` for the cache.
+        progress: show a progress bar while downloading.
+    Raises:
+        UsageError: ``source`` does not exist.
+        ChecksumError: an official archive does not match its pinned checksum.
+        OfflineError: files are missing and downloads are off or the network is unreachable.
+        DwrecError: unsafe or unreadable archive; manual-download dataset not found.
+    """
+    if source is not None:
+        return _from_given(spec, Path(source).expanduser())
+    return _from_cache(spec, progress)
+
+
+def _from_given(spec: SourceSpec, source: Path) -> Path:
     if not source.exists():
-        raise DwrecError(f"--source {source}: no such file or folder")
-    return source
+        raise UsageError(f"--source {source}: no such file or folder")
+    if source.is_dir() or not is_archive(source):
+        return source
+    digests = file_digests(source)
+    remote = next((r for r in spec.remote if r.filename == source.name), None)
+    if remote is not None:
+        check_digests(
+            source,
+            remote,
+            digests,
+            hint="to use a modified copy on purpose, extract it and pass the folder as --source",
+        )
+    return extract_archive(source, raw_dir(spec.name), sha256=digests["sha256"])
+
+
+def _from_cache(spec: SourceSpec, progress: bool) -> Path:
+    folder = raw_dir(spec.name)
+    if not spec.remote:
+        if _has_placed_files(folder, spec):
+            return folder
+        raise DwrecError(
+            f"{spec.name} cannot be downloaded automatically. {spec.manual_download} "
+            f"Then pass --source PATH (the archive or its extracted folder), or place the "
+            f"files in {folder}."
+        )
+    missing = [r for r in spec.remote if _cached_copy(folder, r) is None]
+    if missing and _has_placed_files(folder, spec):
+        return folder
+    if missing and offline():
+        raise _offline_error(spec, missing, f"downloads are off ({OFFLINE_ENV}=1)")
+    for remote in missing:
+        try:
+            download(remote, folder, progress=progress)
+        except OfflineError as exc:
+            raise _offline_error(spec, missing, str(exc)) from None
+    if len(spec.remote) == 1 and is_archive(spec.remote[0].filename):
+        return _cached_copy(folder, spec.remote[0])  # type: ignore[return-value]
+    for remote in spec.remote:
+        _cached_copy(folder, remote)
+    return folder
+
+
+def _cached_copy(folder: Path, remote: RemoteFile) -> Path | None:
+    """The usable local copy of ``remote`` in the cache (extracted if an archive), or None."""
+    local = folder / remote.filename
+    if local.is_file():
+        digests = file_digests(local)
+        check_digests(
+            local,
+            remote,
+            digests,
+            hint=f"delete {local} to download it again, or pass the right file as --source",
+        )
+        if is_archive(local):
+            return extract_archive(local, folder, sha256=digests["sha256"])
+        return local
+    if is_archive(remote.filename) and remote.sha256:
+        extracted = folder / f"{EXTRACTED_PREFIX}{remote.sha256.lower()[:8]}"
+        if extracted.is_dir():
+            return extracted
+    return None
+
+
+def _has_placed_files(folder: Path, spec: SourceSpec) -> bool:
+    """True when a user put raw files into the cache folder by hand."""
+    if not folder.is_dir():
+        return False
+    official = {r.filename for r in spec.remote}
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith((".", EXTRACTED_PREFIX)) or name.endswith(".part") or name in official:
+            continue
+        return True
+    return False
+
+
+def _offline_error(spec: SourceSpec, missing: list[RemoteFile], reason: str) -> OfflineError:
+    folder = raw_dir(spec.name)
+    wanted = "; ".join(f"{r.filename} from {r.url}" for r in missing)
+    return OfflineError(
+        f"{spec.name}: raw files are not in the cache and {reason}. Either pass --source PATH "
+        f"(the downloaded archive or its extracted folder), or place the files in {folder} "
+        f"({wanted}) and run the command again."
+    )
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def _checksum_cache_path() -> Path:
+    return dwrec_home() / "raw" / ".checksums.json"
+
+
+def _load_checksum_cache() -> dict:
+    path = _checksum_cache_path()
+    if not path.exists():
+        return {}
+    try:
+        cache = read_json(path)
+    except DwrecError:
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def file_digests(path: Path) -> dict[str, str]:
+    """``{"sha256": ..., "md5": ...}`` of a file's bytes (hex, lower case).
+
+    Hashing a 250 MB archive takes about a second, so results are remembered in
+    ``$DWREC_HOME/raw/.checksums.json`` keyed by the file's absolute path, size and
+    modification time; a changed file is hashed again.
+    """
+    path = Path(path)
+    info = path.stat()
+    key = str(path.resolve())
+    cache = _load_checksum_cache()
+    entry = cache.get(key)
+    if (
+        isinstance(entry, dict)
+        and entry.get("size") == info.st_size
+        and entry.get("mtime_ns") == info.st_mtime_ns
+    ):
+        return {"sha256": entry["sha256"], "md5": entry["md5"]}
+    digests = _hash_file(path)
+    _remember(path, digests, cache)
+    return digests
+
+
+def _remember(path: Path, digests: dict[str, str], cache: dict | None = None) -> None:
+    info = path.stat()
+    cache = _load_checksum_cache() if cache is None else cache
+    cache[str(path.resolve())] = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, **digests}
+    # The cache only saves time; a read-only home must not stop a prepare.
+    with contextlib.suppress(OSError):
+        write_json(_checksum_cache_path(), cache)
+
+
+def _hash_file(path: Path) -> dict[str, str]:
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK_BYTES):
+            sha256.update(block)
+            md5.update(block)
+    return {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
+
+
+def check_digests(path: Path, remote: RemoteFile, digests: dict[str, str], hint: str = "") -> None:
+    """Raise :class:`ChecksumError` naming both hashes when ``path`` is not ``remote``'s file.
+
+    The pinned sha256 is checked when there is one, and the publisher's md5 when given.
+    """
+    expected = [("sha256", remote.sha256), ("md5", remote.md5)]
+    for algorithm, pinned in expected:
+        if pinned and digests[algorithm] != pinned.lower():
+            raise ChecksumError(
+                f"{path}: {algorithm} is {digests[algorithm]} but the pinned {algorithm} of "
+                f"{remote.url} is {pinned.lower()}" + (f"; {hint}" if hint else "")
+            )
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def download(remote: RemoteFile, folder: Path, *, progress: bool = False) -> Path:
+    """Download ``remote`` into ``folder``, verify it, and return its final path.
+
+    Bytes go to ``<filename>.part`` first; an interrupted download resumes from there with an
+    HTTP Range request. Only a file that matches the pinned checksum is renamed to its final
+    name; a mismatching one is deleted and :class:`ChecksumError` names both hashes.
+    Raises :class:`OfflineError` when downloads are off or the server cannot be reached.
+    """
+    if offline():
+        raise OfflineError(f"downloads are off ({OFFLINE_ENV}=1)")
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / remote.filename
+    part = folder / (remote.filename + ".part")
+    _fetch(remote, part, progress)
+    digests = _hash_file(part)
+    try:
+        check_digests(
+            part,
+            remote,
+            digests,
+            hint="the bad file was deleted; run the command again to retry",
+        )
+    except ChecksumError:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, final)
+    _remember(final, digests)
+    return final
+
+
+def _fetch(remote: RemoteFile, part: Path, progress: bool) -> None:
+    """Append the missing bytes of ``remote`` to ``part`` (all of them when it is new)."""
+    offset = part.stat().st_size if part.exists() else 0
+    if remote.size is not None and offset > remote.size:
+        part.unlink()
+        offset = 0
+    if remote.size is not None and offset == remote.size:
+        return
+    from dwrec import __version__
+
+    request = urllib.request.Request(remote.url, headers={"User-Agent": f"dwrec/{__version__}"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = _urlopen(request, timeout=TIMEOUT_SECONDS)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:
+            return  # the .part is already complete; the checksum decides
+        raise DwrecError(f"{remote.url}: the server answered HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise OfflineError(f"cannot reach {remote.url} ({_reason(exc)})") from None
+    with response:
+        status = getattr(response, "status", None)
+        if offset and status != 206:
+            offset = 0  # the server ignored the Range header and sends everything
+        length = response.headers.get("Content-Length") if response.headers else None
+        total = offset + int(length) if length and length.isdigit() else remote.size
+        written = offset
+        try:
+            with open(part, "ab" if offset else "wb") as out, _progress(
+                remote.filename, total, offset, progress
+            ) as advance:
+                while block := response.read(CHUNK_BYTES):
+                    out.write(block)
+                    written += len(block)
+                    advance(len(block))
+        except OSError as exc:
+            raise DwrecError(
+                f"download of {remote.url} stopped after {written:,} bytes ({_reason(exc)}); "
+                f"run the command again to resume from {part}"
+            ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason if reason is not None else exc)
+
+
+@contextlib.contextmanager
+def _progress(
+    label: str, total: int | None, done: int, enabled: bool
+) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n_bytes)``; draws a rich progress bar on stderr when enabled."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"downloading {label}", total=total, completed=done)
+        yield lambda n: bar.advance(task, n)
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def extract_archive(archive: Path, dest_root: Path, *, sha256: str | None = None) -> Path:
+    """Extract ``archive`` into ``dest_root/extracted-<sha8>/`` once, safely; return that folder.
+
+    The content goes to a temporary folder first and is renamed into place only when complete,
+    so an interrupted extraction leaves nothing under the final name. A folder that already
+    exists for the same archive bytes is reused.
+    """
+    archive = Path(archive)
+    sha256 = sha256 or file_digests(archive)["sha256"]
+    target = Path(dest_root) / f"{EXTRACTED_PREFIX}{sha256[:8]}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extracting-", dir=target.parent))
+    try:
+        if archive.name.lower().endswith(".zip"):
+            _extract_zip(archive, tmp)
+        else:
+            _extract_tar(archive, tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():  # another process finished the same extraction first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _escape_error(archive: Path, member: str, why: str) -> DwrecError:
+    return DwrecError(
+        f"{archive}: refusing to extract member {member!r}: {why}; the archive is not a "
+        "plain dataset archive (re-download it from the official URL)"
+    )
+
+
+def _member_parts(archive: Path, name: str) -> tuple[str, ...]:
+    """The path components of a member, refusing any that would leave the target folder."""
+    normal = name.replace("\\", "/")
+    if normal.startswith("/") or _DRIVE.match(normal):
+        raise _escape_error(archive, name, "absolute path")
+    parts = PurePosixPath(normal).parts
+    if ".." in parts:
+        raise _escape_error(archive, name, "its path contains '..' and would escape the folder")
+    return parts
+
+
+def _link_stays_inside(link_dir: str, link_target: str) -> bool:
+    target = link_target.replace("\\", "/")
+    if target.startswith("/") or _DRIVE.match(target):
+        return False
+    resolved = posixpath.normpath(posixpath.join(link_dir, target))
+    return resolved != ".." and not resolved.startswith("../")
+
+
+def _extract_zip(archive: Path, folder: Path) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                parts = _member_parts(archive, info.filename)
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
+                    target = zf.read(info).decode("utf-8", "replace")
+                    if not _link_stays_inside(posixpath.dirname("/".join(parts)), target):
+                        raise _escape_error(archive, info.filename, f"link to {target!r} points out")
+            zf.extractall(folder)
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise DwrecError(f"{archive}: not a readable zip archive ({exc}); is it truncated?") from None
+
+
+def _extract_tar(archive: Path, folder: Path) -> None:
+    try:
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            for member in members:
+                parts = _member_parts(archive, member.name)
+                if member.issym():
+                    link_dir = posixpath.dirname("/".join(parts))
+                    if not _link_stays_inside(link_dir, member.linkname):
+                        raise _escape_error(
+                            archive, member.name, f"link to {member.linkname!r} points out"
+                        )
+                elif member.islnk():
+                    if not _link_stays_inside("", member.linkname):
+                        raise _escape_error(
+                            archive, member.name, f"hard link to {member.linkname!r} points out"
+                        )
+                elif not (member.isfile() or member.isdir()):
+                    raise _escape_error(archive, member.name, "device or special file")
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(folder, members=members, filter="data")
+            else:  # pragma: no cover - Python without PEP 706; members were checked above
+                tf.extractall(folder, members=members)
+    except (tarfile.TarError, EOFError) as exc:
+        raise DwrecError(f"{archive}: not a readable tar archive ({exc}); is it truncated?") from None

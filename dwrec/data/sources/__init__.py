@@ -18,12 +18,17 @@ from dwrec.errors import UsageError
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One official download: its URL, pinned sha256 and size in bytes (if known)."""
+    """One official download: its URL, pinned sha256 and size in bytes (if known).
+
+    ``md5`` is the publisher's own checksum where one is published; it is verified too
+    when given, and alone when ``sha256`` is empty (no sha256 found in any public source).
+    """
 
     url: str
     sha256: str
     filename: str
     size: int | None = None
+    md5: str | None = None
 
 
 @dataclass(frozen=True)

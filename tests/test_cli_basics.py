@@ -1,0 +1,34 @@
+"""The CLI skeleton: version, help, errors as one clear line."""
+
+from __future__ import annotations
+
+from dwrec import __version__
+from dwrec.cli import main
+
+
+def test_version_prints_the_package_version(capsys):
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_unknown_dataset_suggests_close_names(capsys):
+    assert main(["prepare", "synthetik"]) == 2
+    err = capsys.readouterr().err
+    assert "synthetic" in err and "Traceback" not in err
+
+
+def test_prepare_synthetic_prints_the_domain_table(tmp_path, capsys):
+    code = main(["prepare", "synthetic", "--out", str(tmp_path / "s"), "--users", "40", "--items", "50", "--domains", "4"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "interactions" in out and "D04" in out
+
+
+def test_synthetic_flags_are_refused_for_real_datasets(tmp_path, capsys):
+    assert main(["prepare", "movielens-1m", "--users", "5", "--source", str(tmp_path)]) == 2
+    assert "--users" in capsys.readouterr().err
+
+
+def test_datasets_lists_known_sources(capsys):
+    assert main(["datasets"]) == 0
+    assert "synthetic" in capsys.readouterr().out
