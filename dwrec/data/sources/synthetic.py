@@ -146,7 +146,7 @@ def generate(options: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
 
     users = np.repeat(np.arange(n_users), lengths)
     items = sequence[sequence >= 0]
-    steps = np.concatenate([np.arange(n) for n in lengths]) if n_users else np.array([])
+    steps = np.arange(len(users)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     timestamps = 1_600_000_000 + users * 7 + steps * 3600
 
     names = domain_names(n_domains)
