@@ -95,7 +95,9 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataFormatError(path, "file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         line = getattr(exc, "lineno", None)
-        raise DataFormatError(path, f"not valid JSON ({exc.__class__.__name__}: {exc})", line) from None
+        raise DataFormatError(
+            path, f"not valid JSON ({exc.__class__.__name__}: {exc})", line
+        ) from None
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:

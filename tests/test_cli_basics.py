@@ -18,7 +18,20 @@ def test_unknown_dataset_suggests_close_names(capsys):
 
 
 def test_prepare_synthetic_prints_the_domain_table(tmp_path, capsys):
-    code = main(["prepare", "synthetic", "--out", str(tmp_path / "s"), "--users", "40", "--items", "50", "--domains", "4"])
+    code = main(
+        [
+            "prepare",
+            "synthetic",
+            "--out",
+            str(tmp_path / "s"),
+            "--users",
+            "40",
+            "--items",
+            "50",
+            "--domains",
+            "4",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "interactions" in out and "D04" in out

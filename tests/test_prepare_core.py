@@ -35,7 +35,12 @@ def _raw(rows, items=None) -> RawData:
     return RawData(interactions, item_table, source_files=[], domain_rule="test")
 
 
-FILTERS = {"min_rating": None, "min_user_interactions": 0, "min_item_interactions": 0, "dedupe": False}
+FILTERS = {
+    "min_rating": None,
+    "min_user_interactions": 0,
+    "min_item_interactions": 0,
+    "dedupe": False,
+}
 
 
 def _brute_k_core(pairs, min_user, min_item):
@@ -46,7 +51,8 @@ def _brute_k_core(pairs, min_user, min_item):
             user_counts[pairs[i][0]] = user_counts.get(pairs[i][0], 0) + 1
             item_counts[pairs[i][1]] = item_counts.get(pairs[i][1], 0) + 1
         survivors = [
-            i for i in alive
+            i
+            for i in alive
             if user_counts[pairs[i][0]] >= min_user and item_counts[pairs[i][1]] >= min_item
         ]
         if survivors == alive:
@@ -74,7 +80,10 @@ def test_ids_are_dense_numeric_order_and_rows_sorted_by_user_time_then_file_orde
     assert users == ["2", "10"]  # numeric, not lexicographic
     inter = tables["interactions"].to_pydict()
     items = tables["items"].column("raw_id").to_pylist()
-    decoded = [(users[u], items[i], t) for u, i, t in zip(inter["user_id"], inter["item_id"], inter["timestamp"], strict=True)]
+    decoded = [
+        (users[u], items[i], t)
+        for u, i, t in zip(inter["user_id"], inter["item_id"], inter["timestamp"], strict=True)
+    ]
     # user "2" first, by time; user "10": equal timestamps keep the file's order (b before a)
     assert decoded == [("2", "c", 1), ("2", "a", 7), ("10", "b", 5), ("10", "a", 5)]
     assert stats["domains"]["X"] == {"items": 2, "interactions": 3, "share": 0.75}
@@ -120,7 +129,9 @@ def test_prepared_dir_follows_the_contract_and_loads(tmp_path):
     dwrec.prepare("synthetic", out=tmp_path / "d", options={"users": 50, "items": 60, "domains": 4})
     schema = pq.read_schema(tmp_path / "d" / "interactions.parquet")
     assert [(f.name, str(f.type)) for f in schema] == [
-        ("user_id", "int32"), ("item_id", "int32"), ("timestamp", "int64")
+        ("user_id", "int32"),
+        ("item_id", "int32"),
+        ("timestamp", "int64"),
     ]
     dataset = load_dataset(tmp_path / "d")
     assert dataset.n_users == 50
@@ -138,7 +149,9 @@ def test_failed_prepare_leaves_no_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(prepare_module, "write_json", explode)
     with pytest.raises(RuntimeError):
-        dwrec.prepare("synthetic", out=tmp_path / "d", options={"users": 20, "items": 40, "domains": 3})
+        dwrec.prepare(
+            "synthetic", out=tmp_path / "d", options={"users": 20, "items": 40, "domains": 3}
+        )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -26,7 +26,9 @@ def test_default_size_and_seeded_reproducibility(default_data):
 
 def test_domain_sizes_follow_a_power_law_with_domains_under_one_percent(default_data):
     interactions, items = default_data
-    domains = dict(zip(items.column("raw_id").to_pylist(), items.column("domains").to_pylist(), strict=True))
+    domains = dict(
+        zip(items.column("raw_id").to_pylist(), items.column("domains").to_pylist(), strict=True)
+    )
     counts: dict[str, int] = {}
     for item in interactions.column("item").to_pylist():
         for d in domains[item]:
@@ -55,14 +57,25 @@ def test_next_item_depends_on_the_current_item(default_data):
 
 def test_power_users_concentrate_on_one_niche_domain(default_data):
     interactions, items = default_data
-    primary = {rid: doms[0] for rid, doms in zip(items.column("raw_id").to_pylist(), items.column("domains").to_pylist(), strict=True)}
+    primary = {
+        rid: doms[0]
+        for rid, doms in zip(
+            items.column("raw_id").to_pylist(), items.column("domains").to_pylist(), strict=True
+        )
+    }
     per_user: dict[str, dict[str, int]] = {}
-    for user, item in zip(interactions.column("user").to_pylist(), interactions.column("item").to_pylist(), strict=True):
+    for user, item in zip(
+        interactions.column("user").to_pylist(),
+        interactions.column("item").to_pylist(),
+        strict=True,
+    ):
         bucket = per_user.setdefault(user, {})
         bucket[primary[item]] = bucket.get(primary[item], 0) + 1
     niche_focused = sum(
-        1 for bucket in per_user.values()
-        if max((c for d, c in bucket.items() if d not in ("D01", "D02")), default=0) >= 0.5 * sum(bucket.values())
+        1
+        for bucket in per_user.values()
+        if max((c for d, c in bucket.items() if d not in ("D01", "D02")), default=0)
+        >= 0.5 * sum(bucket.values())
     )
     assert niche_focused >= 0.02 * len(per_user)
 

@@ -1,14 +1,173 @@
-"""`dwrec evaluate` (not yet implemented)."""
+"""`dwrec evaluate`: full-ranking evaluation of finished runs, overall and per domain."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-from dwrec.commands._common import not_yet
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from dwrec.commands._common import console
+from dwrec.errors import UsageError
+
+N_DOMAINS_SHOWN = 5
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def evaluate(ctx: typer.Context) -> None:
-        """Not yet implemented (exit code 2)."""
-        not_yet("evaluate", "see the issue tracker")
+    @app.command("evaluate")
+    def evaluate(
+        runs: list[Path] = typer.Argument(
+            None,
+            help="Run directories. None: every finished, not yet evaluated run under --runs-dir.",
+            show_default=False,
+        ),
+        split: str = typer.Option("test", "--split", help="Which held-out cases: test or valid."),
+        ks: list[int] = typer.Option([10], "--k", help="Cut-off K (repeat for several)."),
+        out: Path = typer.Option(
+            None, "--out", help="Write outputs here instead of the run dir.", show_default=False
+        ),
+        export_trec: Path = typer.Option(
+            None,
+            "--export-trec",
+            help="Also write TREC run + qrels files here.",
+            show_default=False,
+        ),
+        keep_history: bool = typer.Option(
+            False, "--keep-history", help="Do not exclude the user's history items from ranking."
+        ),
+        sampled: int = typer.Option(
+            None,
+            "--sampled",
+            help="Rank among N sampled negatives instead of the full catalogue (not comparable!).",
+            show_default=False,
+        ),
+        power_threshold: float = typer.Option(
+            0.5, "--power-threshold", help="Power cohort: share >= this."
+        ),
+        general_threshold: float = typer.Option(
+            0.1, "--general-threshold", help="General cohort: share <= this."
+        ),
+        batch_size: int = typer.Option(256, "--batch-size", help="Cases ranked at once."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+        seed: int = typer.Option(0, "--seed", help="Seed of --sampled negatives."),
+        runs_dir: Path = typer.Option(
+            Path("runs"), "--runs-dir", help="Where to look for runs when none is given."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="With no RUN: also re-evaluate runs that have metrics."
+        ),
+    ) -> None:
+        """Rank every item for every held-out case; write per_user.parquet and metrics.json.
+
+        Ties are broken by the smaller item id; the user's history is excluded unless
+        --keep-history. Per-domain cohorts: target, power and general users.
+        """
+        from dwrec.eval.evaluator import evaluate_run
+
+        if split not in ("test", "valid"):
+            raise UsageError(f"--split must be 'test' or 'valid', got {split!r}")
+        selected = list(runs) if runs else _pending_runs(runs_dir, split, force)
+        for run_dir in selected:
+            run_out = out / run_dir.name if out is not None and len(selected) > 1 else out
+            if sampled:
+                _warn_sampled(sampled)
+            result = evaluate_run(
+                run_dir,
+                split=split,
+                ks=ks,
+                out=run_out,
+                keep_history=keep_history,
+                sampled=sampled,
+                power_threshold=power_threshold,
+                general_threshold=general_threshold,
+                batch_size=batch_size,
+                device=device,
+                export_trec=export_trec,
+                seed=seed,
+            )
+            print_result(result, run_out or run_dir)
+
+
+def _pending_runs(runs_dir: Path, split: str, force: bool) -> list[Path]:
+    from dwrec.eval.evaluator import is_finished, output_names
+
+    if not runs_dir.is_dir():
+        raise UsageError(f"no RUN given and --runs-dir {runs_dir} is not a directory")
+    metrics_name = output_names(split)[1]
+    pending = []
+    for run_dir in sorted(p for p in runs_dir.iterdir() if (p / "config.json").exists()):
+        if not is_finished(run_dir):
+            console.print(f"skip {run_dir}: training has not finished", highlight=False)
+        elif (run_dir / metrics_name).exists() and not force:
+            console.print(
+                f"skip {run_dir}: {metrics_name} exists (--force re-evaluates)", highlight=False
+            )
+        else:
+            pending.append(run_dir)
+    if pending:
+        console.print(f"evaluating {len(pending)} run(s): " + ", ".join(p.name for p in pending))
+    else:
+        console.print(f"nothing to evaluate under {runs_dir}")
+    return pending
+
+
+def _warn_sampled(n: int) -> None:
+    console.print(
+        Panel(
+            f"SAMPLED METRICS: the target is ranked among {n} sampled negatives, not the full "
+            "catalogue. These numbers are NOT comparable with full-ranking results or papers "
+            "that rank all items.",
+            title="warning",
+            style="bold red",
+        )
+    )
+
+
+def print_result(result: dict, where: Path) -> None:
+    """Overall metrics (one column per K) and the sparsest and densest domains."""
+    ks = result["ks"]
+    sampled = result.get("sampled")
+    title = f"{result['label']} ({result['split']}, {result['n_cases']} cases)"
+    if sampled:
+        title += f"  SAMPLED ({sampled} negatives)"
+    overall = Table(title=title)
+    overall.add_column("metric")
+    for k in ks:
+        overall.add_column(f"@{k}", justify="right")
+    for name in ("recall", "ndcg", "mrr", "coverage", "mean_popularity"):
+        overall.add_row(name, *(_fmt(result["overall"].get(f"{name}@{k}")) for k in ks))
+    console.print(overall)
+    console.print(_domain_table(result, ks[0]))
+    console.print(f"wrote evaluation of {result['run']} to {where}", highlight=False)
+
+
+def _domain_table(result: dict, k: int) -> Table:
+    domains = result["domains"]
+    ordered = sorted(domains, key=lambda name: (domains[name]["train_share"], name))
+    shown = (
+        ordered
+        if len(ordered) <= 2 * N_DOMAINS_SHOWN
+        else (ordered[:N_DOMAINS_SHOWN] + ordered[-N_DOMAINS_SHOWN:])
+    )
+    table = Table(title=f"sparsest and densest domains (by training share), @{k}")
+    for column in ("domain", "train share", "cases", f"recall@{k}", f"ndcg@{k}", "rec. share"):
+        table.add_column(column, justify="left" if column == "domain" else "right")
+    share = result.get(f"recommendation_share@{k}", {})
+    for name in shown:
+        target = domains[name]["target"]
+        table.add_row(
+            name,
+            f"{domains[name]['train_share']:.4f}",
+            str(target["n"]),
+            _fmt(target.get(f"recall@{k}")),
+            _fmt(target.get(f"ndcg@{k}")),
+            _fmt(share.get(name)),
+        )
+    return table
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"

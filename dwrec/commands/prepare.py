@@ -37,31 +37,45 @@ def register(app: typer.Typer) -> None:
             ..., help="Dataset name (`dwrec datasets` lists them), e.g. movielens-1m or synthetic."
         ),
         source: Path = typer.Option(
-            None, "--source", help="The downloaded archive or its extracted folder (skips the download)."
+            None,
+            "--source",
+            help="The downloaded archive or its extracted folder (skips the download).",
         ),
         out: Path = typer.Option(
             None, "--out", help="Output directory [default: $DWREC_HOME/datasets/DATASET]."
         ),
         min_rating: float = typer.Option(
-            None, "--min-rating", help="Keep only interactions rated at least this [default: keep all]."
+            None,
+            "--min-rating",
+            help="Keep only interactions rated at least this [default: keep all].",
         ),
         min_user_interactions: int = typer.Option(
-            None, "--min-user-interactions", help="Iterative k-core: users need this many interactions."
+            None,
+            "--min-user-interactions",
+            help="Iterative k-core: users need this many interactions.",
         ),
         min_item_interactions: int = typer.Option(
-            None, "--min-item-interactions", help="Iterative k-core: items need this many interactions."
+            None,
+            "--min-item-interactions",
+            help="Iterative k-core: items need this many interactions.",
         ),
         dedupe: bool = typer.Option(
             False, "--dedupe", help="Keep only the first interaction of each (user, item) pair."
         ),
-        force: bool = typer.Option(False, "--force", help="Rebuild even if an identical dataset exists."),
+        force: bool = typer.Option(
+            False, "--force", help="Rebuild even if an identical dataset exists."
+        ),
         users: int = typer.Option(None, "--users", help="synthetic: number of users [2000]."),
         items: int = typer.Option(None, "--items", help="synthetic: number of items [1000]."),
         domains: int = typer.Option(None, "--domains", help="synthetic: number of domains [16]."),
-        mean_length: int = typer.Option(None, "--mean-length", help="synthetic: mean sequence length [30]."),
+        mean_length: int = typer.Option(
+            None, "--mean-length", help="synthetic: mean sequence length [30]."
+        ),
         seed: int = typer.Option(None, "--seed", help="synthetic: generator seed [0]."),
         option: list[str] = typer.Option(
-            [], "--option", help="Reader option KEY=VALUE (e.g. top_tags=20 for lastfm); repeatable."
+            [],
+            "--option",
+            help="Reader option KEY=VALUE (e.g. top_tags=20 for lastfm); repeatable.",
         ),
     ) -> None:
         """Turn raw public data into Parquet with per-item domains.
@@ -75,8 +89,13 @@ def register(app: typer.Typer) -> None:
 
         spec = get_source(dataset)
         options = _parse_options(option)
-        synthetic = {"users": users, "items": items, "domains": domains,
-                     "mean_length": mean_length, "seed": seed}
+        synthetic = {
+            "users": users,
+            "items": items,
+            "domains": domains,
+            "mean_length": mean_length,
+            "seed": seed,
+        }
         given = {k: v for k, v in synthetic.items() if v is not None}
         if given and spec.family != "synthetic":
             flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
@@ -127,7 +146,10 @@ def print_summary(meta: dict) -> None:
     for name, stats in rows:
         style = "yellow" if stats["share"] < 0.01 else None
         table.add_row(
-            name, f"{stats['items']:,}", f"{stats['interactions']:,}", f"{stats['share']:.2%}",
+            name,
+            f"{stats['items']:,}",
+            f"{stats['interactions']:,}",
+            f"{stats['share']:.2%}",
             style=style,
         )
     console.print(table)

@@ -1,14 +1,123 @@
-"""`dwrec report` (not yet implemented)."""
+"""``dwrec report``: significance-tested markdown (json/csv/latex) tables of evaluated runs."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-from dwrec.commands._common import not_yet
+import typer
+from typer.core import TyperCommand
+
+from dwrec.commands._common import console, err_console
+
+# options that take several values after one flag (``--domains Film-Noir Horror``)
+MULTI_VALUE_OPTIONS = ("--domains", "--metrics", "--cohort", "--label")
+
+
+class _MultiValueCommand(TyperCommand):
+    """Lets ``--domains A B C`` mean ``--domains A --domains B --domains C``.
+
+    A list ends at the next token starting with ``-`` or at a token naming an existing file
+    or folder (a RUN); ``--`` also ends it.
+    """
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        expanded: list[str] = []
+        index = 0
+        while index < len(args):
+            token = args[index]
+            expanded.append(token)
+            index += 1
+            if token in MULTI_VALUE_OPTIONS:
+                first = True
+                while index < len(args) and not args[index].startswith("-"):
+                    if not first and Path(args[index]).exists():
+                        break
+                    if not first:
+                        expanded.append(token)
+                    expanded.append(args[index])
+                    first = False
+                    index += 1
+        return super().parse_args(ctx, expanded)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("report", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def report(ctx: typer.Context) -> None:
-        """Not yet implemented (exit code 2)."""
-        not_yet("report", "see the issue tracker")
+    @app.command("report", cls=_MultiValueCommand)
+    def report_command(
+        runs: list[Path] = typer.Argument(
+            None,
+            help="Run dirs, or folders holding run dirs \\[default: every evaluated run under "
+            "./runs of the most recent dataset].",
+            show_default=False,
+        ),
+        domains: list[str] = typer.Option(
+            None, "--domains", help="Domains to show \\[default: the 3 sparsest and 3 densest]."
+        ),
+        baseline: str = typer.Option(
+            None, "--baseline", help="Label of the baseline group \\[default: the generic group]."
+        ),
+        metrics: list[str] = typer.Option(
+            None, "--metrics", help="Per-case metrics \\[default: recall@10 ndcg@10]."
+        ),
+        cohort: list[str] = typer.Option(
+            None,
+            "--cohort",
+            help="target | power | general; several give one table each \\[target].",
+        ),
+        test: str = typer.Option("wilcoxon", "--test", help="wilcoxon | ttest | permutation."),
+        alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the * marker."),
+        correction: str = typer.Option(
+            "holm", "--correction", help="holm | bonferroni | none, over each table's p-values."
+        ),
+        fmt: str = typer.Option("md", "--format", help="md | json | csv | latex."),
+        plot: Path = typer.Option(
+            None,
+            "--plot",
+            help="Also draw lift against domain share to this PNG (needs matplotlib).",
+        ),
+        out: Path = typer.Option(
+            None, "--out", help="Write here (atomically) instead of printing."
+        ),
+        label: list[str] = typer.Option(
+            None, "--label", help="RUN=LABEL: put a run into another group (repeatable)."
+        ),
+        bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the CI."),
+        permutations: int = typer.Option(
+            10_000, "--permutations", help="Random sign flips of --test permutation."
+        ),
+        ci: float = typer.Option(0.95, "--ci", help="Level of the lift's bootstrap CI."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and permutation draws."),
+    ) -> None:
+        """Compare groups of evaluated runs with a baseline per domain: lifts with bootstrap
+        CIs and corrected paired tests (reads evaluation outputs only, never a model)."""
+        from dwrec.report import report, write_report
+
+        result = report(
+            [str(r) for r in runs or []],
+            domains=domains or None,
+            baseline=baseline,
+            metrics=metrics or None,
+            cohorts=cohort or ("target",),
+            test=test,
+            alpha=alpha,
+            correction=correction,
+            bootstrap=bootstrap,
+            permutations=permutations,
+            level=ci,
+            seed=seed,
+            labels=label or (),
+        )
+        if plot is not None:
+            from dwrec.report.plots import plot_lift, require_matplotlib
+
+            require_matplotlib()
+        text = write_report(result, fmt, out)
+        if plot is not None:
+            plot_lift(result, plot)
+            err_console.print(f"plot written to {plot}")
+        if out is None:
+            console.out(text, end="", highlight=False)
+        else:
+            groups = len({row.group for row in result.tables[0].rows})
+            err_console.print(
+                f"report of {groups} groups (baseline {result.baseline}) written to {out}"
+            )

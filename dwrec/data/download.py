@@ -297,7 +297,9 @@ def _fetch(remote: RemoteFile, part: Path, progress: bool) -> None:
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             return  # the .part is already complete; the checksum decides
-        raise DwrecError(f"{remote.url}: the server answered HTTP {exc.code} {exc.reason}") from None
+        raise DwrecError(
+            f"{remote.url}: the server answered HTTP {exc.code} {exc.reason}"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         raise OfflineError(f"cannot reach {remote.url} ({_reason(exc)})") from None
     with response:
@@ -308,9 +310,10 @@ def _fetch(remote: RemoteFile, part: Path, progress: bool) -> None:
         total = offset + int(length) if length and length.isdigit() else remote.size
         written = offset
         try:
-            with open(part, "ab" if offset else "wb") as out, _progress(
-                remote.filename, total, offset, progress
-            ) as advance:
+            with (
+                open(part, "ab" if offset else "wb") as out,
+                _progress(remote.filename, total, offset, progress) as advance,
+            ):
                 while block := response.read(CHUNK_BYTES):
                     out.write(block)
                     written += len(block)
@@ -427,10 +430,14 @@ def _extract_zip(archive: Path, folder: Path) -> None:
                 if stat.S_ISLNK(mode):
                     target = zf.read(info).decode("utf-8", "replace")
                     if not _link_stays_inside(posixpath.dirname("/".join(parts)), target):
-                        raise _escape_error(archive, info.filename, f"link to {target!r} points out")
+                        raise _escape_error(
+                            archive, info.filename, f"link to {target!r} points out"
+                        )
             zf.extractall(folder)
     except (zipfile.BadZipFile, EOFError) as exc:
-        raise DwrecError(f"{archive}: not a readable zip archive ({exc}); is it truncated?") from None
+        raise DwrecError(
+            f"{archive}: not a readable zip archive ({exc}); is it truncated?"
+        ) from None
 
 
 def _extract_tar(archive: Path, folder: Path) -> None:
@@ -457,4 +464,6 @@ def _extract_tar(archive: Path, folder: Path) -> None:
             else:  # pragma: no cover - Python without PEP 706; members were checked above
                 tf.extractall(folder, members=members)
     except (tarfile.TarError, EOFError) as exc:
-        raise DwrecError(f"{archive}: not a readable tar archive ({exc}); is it truncated?") from None
+        raise DwrecError(
+            f"{archive}: not a readable tar archive ({exc}); is it truncated?"
+        ) from None

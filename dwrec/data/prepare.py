@@ -138,6 +138,10 @@ def _unchanged(out_path: Path, request: dict) -> bool:
 
 def _dense_ids(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
     """Dense int ids for string ids, ordered numerically when every id is an integer."""
+    numeric = _as_integers(values)
+    if numeric is not None:
+        uniques, inverse = np.unique(numeric, return_inverse=True)
+        return inverse.astype(np.int64), [str(v) for v in uniques.tolist()]
     unique = pc.unique(values)
     raw = unique.to_pylist()
     if raw and all(v.isdigit() for v in raw):
@@ -147,6 +151,29 @@ def _dense_ids(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str
     sorted_raw = [raw[i] for i in order]
     index = pc.index_in(values, value_set=pa.array(sorted_raw, type=pa.string()))
     return index.to_numpy(zero_copy_only=False).astype(np.int64), sorted_raw
+
+
+def _as_integers(values) -> np.ndarray | None:
+    """The ids as int64 when every one is a canonical non-negative integer ("7", not "07")."""
+    try:
+        numbers = pc.cast(values, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if numbers.null_count or len(numbers) == 0:
+        return None
+    array = (
+        numbers.to_numpy()
+        if isinstance(numbers, pa.Array)
+        else np.concatenate([chunk.to_numpy() for chunk in numbers.chunks])
+    )
+    if array.min() < 0:
+        return None
+    # "07" and "7" would collapse into one id: only accept strings that round-trip exactly.
+    uniques = np.unique(array)
+    back = pc.cast(pa.array(uniques), pa.string())
+    if not pc.all(pc.is_in(back, value_set=pc.unique(values))).as_py():
+        return None
+    return array
 
 
 def k_core(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -> np.ndarray:

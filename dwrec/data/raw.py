@@ -131,7 +131,9 @@ def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]
         try:
             yield number, raw_line.decode(encoding)
         except UnicodeDecodeError as exc:
-            raise DataFormatError(path, f"cannot decode as {encoding}: {exc.reason}", number) from None
+            raise DataFormatError(
+                path, f"cannot decode as {encoding}: {exc.reason}", number
+            ) from None
 
 
 def file_label(path: os.PathLike) -> str:

@@ -75,7 +75,9 @@ class LossConfig:
         if self.objective not in OBJECTIVES:
             raise UsageError(f"--objective must be one of {', '.join(OBJECTIVES)}")
         if self.loss == "fixed" and not self.weight_domains:
-            raise UsageError("--loss fixed needs --weight-domains (e.g. --weight-domains Film-Noir)")
+            raise UsageError(
+                "--loss fixed needs --weight-domains (e.g. --weight-domains Film-Noir)"
+            )
         if not 0.0 <= self.ema_beta < 1.0:
             raise UsageError(f"--ema-beta must be in [0, 1), got {self.ema_beta}")
         if not 0 < self.w_min <= 1.0 <= self.w_max:

@@ -84,7 +84,9 @@ def load_model(run_dir: str | Path, config: dict, dataset_fingerprint: str) -> S
     except FileNotFoundError:
         raise DataFormatError(path, "no model.pt: has this run finished training?") from None
     except Exception as exc:  # torch raises many types for corrupt files
-        raise DataFormatError(path, f"unreadable checkpoint ({exc.__class__.__name__}: {exc})") from None
+        raise DataFormatError(
+            path, f"unreadable checkpoint ({exc.__class__.__name__}: {exc})"
+        ) from None
     if not isinstance(state, dict) or "model_state" not in state:
         raise DataFormatError(path, "not a dwrec checkpoint (no model_state)")
     if state.get("dataset_fingerprint") != dataset_fingerprint:

@@ -1,1 +1,235 @@
-"""dwrec.report"""
+"""``dwrec report``: significance-tested tables of evaluated runs (sparse vs dense domains).
+
+The report reads only evaluation outputs (``per_user.parquet``, ``metrics.json``,
+``config.json``, ``log.jsonl``); it never loads a model.
+
+    >>> from dwrec.report import report, write_report
+    >>> result = report(["runs/"], domains=["Film-Noir", "Horror"])   # doctest: +SKIP
+    >>> print(result.render("md"))                                     # doctest: +SKIP
+
+Modules: :mod:`.stats` (tests, corrections, bootstrap), :mod:`.runs` (finding, checking,
+grouping runs), :mod:`.tables` (building and rendering), :mod:`.plots` (optional figure).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dwrec.errors import UsageError
+from dwrec.io import atomic_path, provenance
+from dwrec.report import runs as runs_module
+from dwrec.report import stats
+from dwrec.report.tables import (
+    COHORT_MEANING,
+    FORMATS,
+    TEST_NAMES,
+    CohortTable,
+    DomainRow,
+    Report,
+    Settings,
+    build_cohort_table,
+)
+
+__all__ = ["FORMATS", "Report", "report", "write_report"]
+
+DEFAULT_METRICS = ("recall@10", "ndcg@10")
+
+
+def report(
+    run_paths: Sequence[str | os.PathLike] | None = None,
+    *,
+    domains: Sequence[str] | None = None,
+    baseline: str | None = None,
+    metrics: Sequence[str] | None = None,
+    cohorts: Sequence[str] = ("target",),
+    test: str = "wilcoxon",
+    alpha: float = 0.05,
+    correction: str = "holm",
+    bootstrap: int = 1000,
+    permutations: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+    labels: Sequence[str] = (),
+    runs_root: str | os.PathLike = "runs",
+) -> Report:
+    """Compare every group of evaluated runs with the baseline group, per domain and cohort.
+
+    Args:
+        run_paths: run dirs or folders holding run dirs; ``None``/empty: every evaluated run
+            under ``runs_root`` of the most recent dataset.
+        domains: domains to show (default: the 3 sparsest and 3 densest by training share).
+        baseline: the baseline group's label (default: the generic group, see
+            :func:`dwrec.report.runs.choose_baseline`).
+        metrics: per-case metric columns of per_user.parquet (default recall@10, ndcg@10).
+        cohorts: one table per cohort, of ``target``, ``power``, ``general``.
+        test, alpha, correction: paired test, significance level, multiple-comparison
+            correction over every p-value of one table.
+        bootstrap, level: resamples and level of the paired percentile bootstrap CI of lifts.
+        permutations: random sign flips of the permutation test.
+        seed: seeds the bootstrap and permutation draws (per cohort and domain).
+        labels: ``RUN=LABEL`` overrides of group labels.
+    """
+    settings = _settings(metrics, cohorts, test, alpha, correction, bootstrap, permutations,
+                         level, seed)  # fmt: skip
+    discovery = runs_module.discover_runs(list(run_paths or []), runs_root)
+    runs_module.apply_labels(discovery.runs, labels)
+    runs_module.check_comparable(discovery.runs)
+    groups = runs_module.group_runs(discovery.runs)
+    baseline_group, rule = runs_module.choose_baseline(groups, baseline)
+    if len(groups) < 2:
+        raise UsageError(
+            f"only one group ({baseline_group.label}) among the runs: nothing to compare it with"
+        )
+    # the baseline leads every domain's rows
+    groups = [baseline_group] + [g for g in groups if g is not baseline_group]
+    baseline_index = 0
+    settings.metrics = _check_metrics(discovery.runs[0], settings.metrics)
+    case_table = runs_module.load_cases(groups, settings.metrics, settings.cohorts)
+    info = runs_module.domain_info(discovery.runs, case_table)
+    known = set().union(*(set(m) for m in case_table.members.values()))
+    chosen = runs_module.select_domains(domains, info, known)
+    tables = []
+    for cohort in settings.cohorts:
+        table = build_cohort_table(case_table, groups, baseline_index, cohort, chosen, settings)
+        table.footnotes = _footnotes(table, settings, groups, discovery.runs[0], case_table)
+        tables.append(table)
+    domain_rows = [
+        DomainRow(d, info.items.get(d), info.share.get(d, float("nan")), _weights(groups, d))
+        for d in chosen
+    ]
+    domain_notes = [
+        f"Training share: {info.source}.",
+        "Final weight: the domain_weights of the last line of each run's log.jsonl, mean over "
+        "the group's seeds; only groups that learned weights have a column.",
+    ]
+    header = _header(discovery, groups, baseline_group, rule)
+    return Report(settings, baseline_group.label, header, tables, domain_rows, domain_notes,
+                  provenance())  # fmt: skip
+
+
+def _settings(metrics, cohorts, test, alpha, correction, bootstrap, permutations, level, seed):
+    checks = (
+        ("--test", test, stats.TESTS),
+        ("--correction", correction, stats.CORRECTIONS),
+    )
+    for flag, value, choices in checks:
+        if value not in choices:
+            raise UsageError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+    for cohort in cohorts:
+        if cohort not in runs_module.COHORTS:
+            raise UsageError(
+                f"--cohort must be one of {', '.join(runs_module.COHORTS)}, got {cohort!r}"
+            )
+    if not 0 < alpha < 1:
+        raise UsageError(f"--alpha must be in (0, 1), got {alpha}")
+    if not 0 < level < 1:
+        raise UsageError(f"--ci must be in (0, 1), got {level}")
+    if bootstrap < 1:
+        raise UsageError(f"--bootstrap must be >= 1, got {bootstrap}")
+    if permutations < 1:
+        raise UsageError(f"--permutations must be >= 1, got {permutations}")
+    return Settings(
+        metrics=list(dict.fromkeys(metrics or DEFAULT_METRICS)),
+        cohorts=list(dict.fromkeys(cohorts)) or ["target"],
+        test=test, alpha=alpha, correction=correction, bootstrap=bootstrap,
+        permutations=permutations, level=level, seed=seed,
+    )  # fmt: skip
+
+
+def _check_metrics(run: runs_module.EvaluatedRun, metrics: list[str]) -> list[str]:
+    import pyarrow.parquet as pq
+
+    available = [c for c in pq.read_schema(run.path / runs_module.PER_USER_FILE).names if "@" in c]
+    for metric in metrics:
+        if metric not in available:
+            close = difflib.get_close_matches(metric, available, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(
+                f"--metrics: {metric!r} is not a per-case metric of {run.path} "
+                f"(available: {', '.join(available)}){hint}"
+            )
+    return metrics
+
+
+def _weights(groups: Sequence[runs_module.RunGroup], domain: str) -> dict[str, float | None]:
+    weights: dict[str, float | None] = {}
+    for group in groups:
+        finals = [run.final_domain_weights() for run in group.runs]
+        values = [f[domain] for f in finals if f and domain in f]
+        weights[group.label] = float(np.mean(values)) if values else None
+    return weights
+
+
+def _seeds_text(groups: Sequence[runs_module.RunGroup]) -> str:
+    parts = []
+    for group in groups:
+        seeds = ", ".join("?" if s is None else str(s) for s in group.seeds)
+        parts.append(f"{group.label}: {seeds}")
+    return "; ".join(parts)
+
+
+def _footnotes(table: CohortTable, settings: Settings, groups, reference, case_table) -> list[str]:
+    level = round(100 * settings.level)
+    n_tests = sum(
+        1
+        for row in table.rows
+        if not row.baseline
+        for c in row.cells.values()
+        if c.p_raw == c.p_raw
+    )
+    correction = {
+        "holm": f"Holm-corrected over the {n_tests} comparisons of this table",
+        "bonferroni": f"Bonferroni-corrected over the {n_tests} comparisons of this table",
+        "none": "not corrected for multiple comparisons",
+    }[settings.correction]
+    dataset = reference.metrics.get("dataset", {})
+    notes = [
+        f"Cohort {table.cohort}: {COHORT_MEANING[table.cohort]}; overall: every test case.",
+        "Values: mean over seeds ± std over seeds (ddof 1; no spread with one seed).",
+        f"Lift: (mean_group - mean_baseline) / mean_baseline in %, with a {level}% paired "
+        f"percentile bootstrap CI ({settings.bootstrap} resamples of the test cases, the same "
+        f"resample for both groups, seed {settings.seed}).",
+        f"p: {TEST_NAMES[settings.test]}"
+        + (f" with {settings.permutations} random sign flips" if settings.test == "permutation"
+           else "")
+        + f", on per-case values averaged over seeds, {correction}; "
+        f"* marks p < {settings.alpha}.",
+        f"Seeds: {_seeds_text(groups)}.",
+        f"Dataset: {dataset.get('name', '?')} (fingerprint {reference.dataset_fingerprint}), "
+        f"split {reference.metrics.get('split_scheme', '?')} (fingerprint "
+        f"{reference.split_fingerprint}), {case_table.case_id.size} test cases.",
+    ]  # fmt: skip
+    degenerate = sorted({c.note for row in table.rows for c in row.cells.values() if c.note})
+    notes += [f"Where {note}." for note in degenerate]
+    if any(row.n == 0 for row in table.rows):
+        notes.append("n = 0: no test case of this cohort in the domain ('-').")
+    return notes
+
+
+def _header(discovery, groups, baseline_group, rule) -> list[str]:
+    lines = [f"Runs ({len(discovery.runs)}; {discovery.rule}):", ""]
+    for group in groups:
+        paths = ", ".join(
+            f"{run.path} (seed {'?' if run.seed is None else run.seed})" for run in group.runs
+        )
+        lines.append(f"- {group.label}: {paths}")
+    lines += ["", f"Baseline: {baseline_group.label} ({rule})."]
+    if discovery.skipped:
+        lines += ["", "Skipped:"] + [f"- {path}: {why}" for path, why in discovery.skipped]
+    return lines
+
+
+def write_report(result: Report, fmt: str = "md", out: str | os.PathLike | None = None) -> str:
+    """Render ``result`` as ``fmt`` and write it atomically to ``out`` (when given)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    text = result.render(fmt)
+    if out is not None:
+        with atomic_path(Path(out)) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    return text

@@ -59,7 +59,9 @@ def synthetic_options(options: dict[str, Any]) -> dict[str, Any]:
     merged = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     for key, (low, high) in _LIMITS.items():
         if not low <= int(merged[key]) <= high:
-            raise UsageError(f"--{key.replace('_', '-')} must be in [{low}, {high}], got {merged[key]}")
+            raise UsageError(
+                f"--{key.replace('_', '-')} must be in [{low}, {high}], got {merged[key]}"
+            )
     if merged["items"] < 4 * merged["domains"]:
         raise UsageError("--items must be at least 4 x --domains (every domain needs 4 items)")
     for key in ("power_share", "power_focus", "follow_prob"):
@@ -152,7 +154,9 @@ def generate(options: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
     names = domain_names(n_domains)
     second = np.where(rng.random(n_items) < 0.1, rng.integers(0, n_domains, n_items), -1)
     item_domains = [
-        sorted({names[item_domain[i]], names[second[i]]} if second[i] >= 0 else {names[item_domain[i]]})
+        sorted(
+            {names[item_domain[i]], names[second[i]]} if second[i] >= 0 else {names[item_domain[i]]}
+        )
         for i in range(n_items)
     ]
     interactions = pa.table(

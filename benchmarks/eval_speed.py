@@ -1,0 +1,285 @@
+"""Full-ranking evaluation speed of a SASRec-sized model, against a naive per-user loop.
+
+Measures, on the test cases (leave-one-out) of
+  (a) the ML-1M excerpt in ../shared/data/ml-1m, 5-core (2,999 users, 3,266 items), and
+  (b) a synthetic dataset of the full ML-1M's size (6,040 users, 3,416 items, ~1M rows):
+
+- ``evaluate_model`` end to end (transformer forward + scoring + mask + rank + metrics);
+- the ranking stage alone (user states precomputed): dwrec's batched kernel with top-10;
+- the same ranking stage done the naive way: a Python loop over cases, one numpy score
+  vector each, history set to -inf in a loop, a stable argsort, and the target's position.
+  The ratio naive / dwrec is printed.
+
+``--large`` also checks memory on a 1M-item catalogue (chunked scoring): peak RSS of a child
+process that ranks 2,048 cases against 1,000,000 items with top-10.
+
+The model is dwrec's SASRec (hidden 64, 2 layers, 2 heads, max_len 200), randomly
+initialised: evaluation cost does not depend on the weights.
+
+    python benchmarks/eval_speed.py [--threads 2] [--repeats 3] [--large] [--write FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ML1M = ROOT.parent / "shared" / "data" / "ml-1m"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="best of N timings")
+    parser.add_argument("--naive-cases", type=int, default=1000, help="cases timed naively")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--large", action="store_true", help="1M-item memory check")
+    parser.add_argument("--write", type=Path, help="also write the markdown table here")
+    parser.add_argument("--large-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.large_child:
+        print(json.dumps(large_child(args.device)))
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, dataset in datasets(Path(tmp)):
+            rows.append(measure(label, dataset, args))
+    large = run_large(args) if args.large else None
+    text = markdown(rows, large, args)
+    print(text)
+    if args.write:
+        args.write.write_text(text, encoding="utf-8")
+
+
+def datasets(tmp: Path):
+    import dwrec
+    from dwrec.data.dataset import load_dataset
+
+    if (ML1M / "ratings.dat.gz").exists() or (ML1M / "ratings.dat").exists():
+        result = dwrec.prepare(
+            "movielens-1m",
+            source=ML1M,
+            out=tmp / "ml1m",
+            min_user_interactions=5,
+            min_item_interactions=5,
+        )
+        yield "ML-1M excerpt (5-core)", load_dataset(result.path)
+    else:
+        print(f"note: {ML1M} not found, skipping the ML-1M excerpt", file=sys.stderr)
+    options = {"users": 6040, "items": 3416, "domains": 18, "mean_length": 138, "seed": 0}
+    result = dwrec.prepare("synthetic", out=tmp / "synthetic", options=options)
+    yield "synthetic, full ML-1M size", load_dataset(result.path)
+
+
+def sasrec(n_items: int):
+    from dwrec.models.base import ModelConfig
+    from dwrec.models.sasrec import SASRec
+
+    torch.manual_seed(0)
+    config = ModelConfig(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2)
+    return SASRec(n_items, config).eval()
+
+
+def best_of(repeats: int, work) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def user_states(model, dataset, cases, device) -> torch.Tensor:
+    from dwrec.eval.evaluator import history_tokens
+
+    states = []
+    with torch.inference_mode():
+        for begin in range(0, len(cases), 256):
+            part = slice(begin, begin + 256)
+            starts = dataset.user_indptr[cases.user[part]]
+            tokens = history_tokens(dataset, starts, cases.history_end[part], 200)
+            states.append(model.user_state(torch.from_numpy(tokens).to(device)))
+    return torch.cat(states)
+
+
+def dwrec_ranking(model, dataset, cases, states, device) -> np.ndarray:
+    """The evaluator's ranking stage on precomputed states (top-10 lists too)."""
+    from dwrec.eval.evaluator import _ranges, rank_batch
+
+    ranks = []
+    with torch.inference_mode():
+        for begin in range(0, len(cases), 256):
+            part = slice(begin, begin + 256)
+            state = states[part]
+            starts = dataset.user_indptr[cases.user[part]]
+            rows, source = _ranges(starts, cases.history_end[part])
+            result = rank_batch(
+                lambda a, b, s=state: model.score(s),
+                torch.from_numpy(cases.target[part]).to(device),
+                torch.from_numpy(rows).to(device),
+                torch.from_numpy(dataset.item_ids[source]).to(device),
+                dataset.n_items,
+                top_k=10,
+            )
+            ranks.append(result[0].cpu().numpy())
+    return np.concatenate(ranks)
+
+
+def naive_ranking(model, dataset, cases, states, n_cases: int) -> np.ndarray:
+    """One case at a time: score vector, history to -inf in a loop, stable argsort."""
+    item_vectors = model.item_embedding.weight[1:].detach().cpu().numpy()
+    states = states.cpu().numpy()
+    ranks = []
+    for index in range(n_cases):
+        scores = item_vectors @ states[index]
+        target = cases.target[index]
+        start = dataset.user_indptr[cases.user[index]]
+        for item in dataset.item_ids[start : cases.history_end[index]]:
+            if item != target:
+                scores[item] = -np.inf
+        order = np.argsort(-scores, kind="stable")
+        ranks.append(int(np.nonzero(order == target)[0][0]) + 1)
+        _ = order[:10]
+    return np.asarray(ranks)
+
+
+def measure(label: str, dataset, args) -> dict:
+    from dwrec.data.split import make_split
+    from dwrec.eval.evaluator import evaluate_model
+
+    device = torch.device(args.device)
+    split = make_split(dataset, "loo")
+    cases = split.test
+    model = sasrec(dataset.n_items).to(device)
+    full = best_of(
+        args.repeats, lambda: evaluate_model(model, dataset, split, "test", (10,), device=device)
+    )
+    states = user_states(model, dataset, cases, device)
+    ranking = best_of(args.repeats, lambda: dwrec_ranking(model, dataset, cases, states, device))
+    n_naive = min(args.naive_cases, len(cases))
+    naive_part = best_of(1, lambda: naive_ranking(model, dataset, cases, states, n_naive))
+    naive = naive_part * len(cases) / n_naive
+    fast = dwrec_ranking(model, dataset, cases, states, device)[:n_naive]
+    slow = naive_ranking(model, dataset, cases, states, n_naive)
+    return {
+        "dataset": label,
+        "users": dataset.n_users,
+        "items": dataset.n_items,
+        "interactions": len(dataset.item_ids),
+        "cases": len(cases),
+        "full_s": full,
+        "ranking_s": ranking,
+        "naive_s": naive,
+        "naive_timed_cases": n_naive,
+        "ranks_agree": bool(np.array_equal(fast, slow)),
+    }
+
+
+def large_child(device: str) -> dict:
+    """Rank 2,048 cases against a 1,000,000-item catalogue; report time and peak RSS."""
+    from dwrec.data.dataset import Dataset
+    from dwrec.data.split import Cases
+    from dwrec.eval.evaluator import rank_model
+
+    n_items, n_users, length = 1_000_000, 2048, 50
+    rng = np.random.default_rng(0)
+    user_ids = np.repeat(np.arange(n_users), length)
+    item_ids = rng.integers(0, n_items, size=n_users * length)
+    dataset = Dataset(
+        path=Path("."),
+        meta={"name": "large", "fingerprint": "large"},
+        user_ids=user_ids,
+        item_ids=item_ids,
+        timestamps=np.arange(len(item_ids)),
+        n_users=n_users,
+        n_items=n_items,
+        domain_names=[],
+        item_domain_indptr=np.zeros(n_items + 1, dtype=np.int64),
+        item_domain_indices=np.zeros(0, dtype=np.int64),
+        item_raw_ids=[],
+        item_titles=[],
+    )
+    ends = dataset.user_indptr[1:]
+    cases = Cases(np.arange(n_users), item_ids[ends - 1], ends - 1, ends - 1)
+    model = sasrec(n_items)
+    started = time.perf_counter()
+    ranking = rank_model(model, dataset, cases, top_k=10, device=device)
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "items": n_items,
+        "cases": n_users,
+        "seconds": seconds,
+        "peak_rss_gib": peak_kib / 2**20,
+        "filled_top10": bool((ranking.top_items >= 0).all()),
+    }
+
+
+def run_large(args) -> dict:
+    command = [sys.executable, __file__, "--large-child", "--threads", str(args.threads)]
+    command += ["--device", args.device]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs visible, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
+
+
+def markdown(rows: list[dict], large: dict | None, args) -> str:
+    lines = [
+        "## Full-ranking evaluation speed (dwrec.eval)",
+        "",
+        f"- machine: {machine()}; device {args.device}",
+        f"- command: `python benchmarks/eval_speed.py {' '.join(sys.argv[1:])}`".rstrip(),
+        "- model: dwrec SASRec, hidden 64, 2 layers, 2 heads, max_len 200 (random weights)",
+        f"- times: best of {args.repeats}; naive = per-case Python loop + argsort, timed on "
+        "the first cases and scaled to all",
+        "",
+        "| dataset | users | items | interactions | test cases | evaluate_model (s) "
+        "| ranking only (s) | naive ranking (s) | naive / dwrec | ranks agree |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['dataset']} | {row['users']:,} | {row['items']:,} | "
+            f"{row['interactions']:,} | {row['cases']:,} | {row['full_s']:.3f} | "
+            f"{row['ranking_s']:.3f} | {row['naive_s']:.2f} | "
+            f"{row['naive_s'] / row['ranking_s']:.0f}x | {row['ranks_agree']} |"
+        )
+    if large:
+        lines += [
+            "",
+            f"Large catalogue: {large['cases']:,} cases x {large['items']:,} items, top-10, "
+            f"chunked scoring: {large['seconds']:.1f} s, peak RSS {large['peak_rss_gib']:.2f} GiB "
+            f"(limit 4 GiB; all top-10 slots filled: {large['filled_top10']}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Building blocks shared by the models: attention masks for left-padded sequences,
+positions, a transformer block on ``scaled_dot_product_attention``, and item scoring.
+
+Conventions (see :mod:`dwrec.models.base`): token 0 is padding, sequences are left-padded,
+item ``i`` is token ``i + 1``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dwrec.errors import UsageError
+from dwrec.models.base import ModelConfig
+
+PAD = 0
+
+
+def check_transformer_config(config: ModelConfig) -> None:
+    """Reject sizes a transformer cannot use, naming the flags."""
+    if config.hidden <= 0 or config.heads <= 0 or config.layers <= 0 or config.max_len <= 0:
+        raise UsageError(
+            f"--hidden {config.hidden}, --heads {config.heads}, --layers {config.layers} "
+            f"and --max-len {config.max_len} must all be positive"
+        )
+    if config.hidden % config.heads:
+        raise UsageError(f"--hidden {config.hidden} is not divisible by --heads {config.heads}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise UsageError(f"--dropout {config.dropout} must lie in [0, 1)")
+
+
+def ffn_size(config: ModelConfig) -> int:
+    """The feed-forward width: ``config.ffn``, or ``4 * hidden`` when unset."""
+    return config.ffn if config.ffn else 4 * config.hidden
+
+
+def positions_from_start(tokens: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` left-padded tokens -> ``[B, L]`` 0-based index of each token among the
+    row's non-padding tokens (padding gets 0).
+
+    Counting from the first real token (not from the left edge of the padded array) makes
+    a model's output independent of how much padding precedes the sequence, and makes a
+    causal model's state at position ``t`` equal to its state for the prefix ending at ``t``.
+    """
+    return ((tokens != PAD).long().cumsum(dim=1) - 1).clamp_min(0)
+
+
+def attention_mask(tokens: torch.Tensor, causal: bool) -> torch.Tensor:
+    """``[B, L]`` tokens -> boolean mask ``[B, 1, L, L]`` for ``scaled_dot_product_attention``
+    (``True`` = the query may attend to the key).
+
+    Padding keys are masked (and, if ``causal``, later keys). Every query may attend to
+    itself: a padding query then has one allowed key instead of none, so its softmax is
+    defined (no NaN), and real queries are unaffected because a real token never sees a
+    padding key.
+    """
+    length = tokens.shape[1]
+    allowed = (tokens != PAD)[:, None, None, :]
+    if causal:
+        allowed = (
+            allowed & torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+        )
+    return allowed | torch.eye(length, dtype=torch.bool, device=tokens.device)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Self-attention through ``F.scaled_dot_product_attention`` (fused kernels on GPU)."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, d]``, ``mask [B, 1, L, L]`` bool -> ``[B, L, d]``."""
+        batch, length, hidden = x.shape
+        qkv = self.qkv(x).view(batch, length, 3, self.heads, hidden // self.heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each [B, heads, L, d_head]
+        attended = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(attended.transpose(1, 2).reshape(batch, length, hidden))
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention + GELU feed-forward, each with a residual connection and LayerNorm.
+
+    ``norm_first=True`` is the PreNorm block (``x + f(LN(x))``; the stack needs a final
+    LayerNorm), ``False`` the original PostNorm block (``LN(x + f(x))``, as in BERT).
+    """
+
+    def __init__(self, hidden: int, heads: int, ffn: int, dropout: float, norm_first: bool):
+        super().__init__()
+        self.norm_first = norm_first
+        self.attention = MultiHeadSelfAttention(hidden, heads, dropout)
+        self.feed_forward = nn.Sequential(
+            nn.Linear(hidden, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, hidden)
+        )
+        self.attention_norm = nn.LayerNorm(hidden)
+        self.feed_forward_norm = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, d]``, ``mask [B, 1, L, L]`` -> ``[B, L, d]``."""
+        if self.norm_first:
+            x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+            return x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        return self.feed_forward_norm(x + self.dropout(self.feed_forward(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """Learned positions + a stack of :class:`TransformerBlock` over embedded tokens.
+
+    ``forward(embedded [B, L, d], tokens [B, L]) -> [B, L, d]``; outputs at padding
+    positions are zero. Positions count from each row's first real token
+    (:func:`positions_from_start`).
+    """
+
+    def __init__(self, config: ModelConfig, causal: bool, norm_first: bool):
+        super().__init__()
+        check_transformer_config(config)
+        self.causal = causal
+        self.max_len = config.max_len
+        self.position_embedding = nn.Embedding(config.max_len, config.hidden)
+        self.input_dropout = nn.Dropout(config.dropout)
+        # PostNorm normalises the input sum (as BERT does); PreNorm normalises the output.
+        self.input_norm = nn.Identity() if norm_first else nn.LayerNorm(config.hidden)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                config.hidden, config.heads, ffn_size(config), config.dropout, norm_first
+            )
+            for _ in range(config.layers)
+        )
+        self.output_norm = nn.LayerNorm(config.hidden) if norm_first else nn.Identity()
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+
+    def forward(self, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[1] > self.max_len:
+            raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len {self.max_len}")
+        x = embedded + self.position_embedding(positions_from_start(tokens))
+        x = self.input_dropout(self.input_norm(x))
+        mask = attention_mask(tokens, self.causal)
+        for block in self.blocks:
+            x = block(x, mask)
+        return zero_padding(self.output_norm(x), tokens)
+
+
+def zero_padding(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``hidden [B, L, d]`` with the rows at padding tokens set to zero."""
+    return hidden * (tokens != PAD).unsqueeze(-1).to(hidden.dtype)
+
+
+def new_item_embedding(n_items: int, hidden: int, extra_tokens: int = 0) -> nn.Embedding:
+    """Token embedding table: padding row 0 (kept at zero), ``n_items`` item rows, then
+    ``extra_tokens`` special rows (e.g. a mask token); N(0, 0.02) initialisation."""
+    table = nn.Embedding(n_items + 1 + extra_tokens, hidden, padding_idx=PAD)
+    nn.init.normal_(table.weight, std=0.02)
+    with torch.no_grad():
+        table.weight[PAD].zero_()
+    return table
+
+
+def score_items(
+    hidden: torch.Tensor, item_vectors: torch.Tensor, items: torch.Tensor | None
+) -> torch.Tensor:
+    """Dot-product scores of states against item vectors.
+
+    Args:
+        hidden: ``[N, d]`` states.
+        item_vectors: ``[n_items, d]`` output vectors of every item (row = dataset id).
+        items: ``None`` (every item), ``[C]`` (the same candidates for every state) or
+            ``[N, C]`` (candidates per state), dataset ids.
+
+    Returns:
+        ``[N, n_items]`` or ``[N, C]`` scores.
+    """
+    if items is None:
+        return hidden @ item_vectors.T
+    if items.dim() == 1:
+        return hidden @ item_vectors[items].T
+    if items.dim() == 2 and items.shape[0] == hidden.shape[0]:
+        return torch.einsum("nd,ncd->nc", hidden, item_vectors[items])
+    raise ValueError(
+        f"items must be None, [C] or [N={hidden.shape[0]}, C]; got shape {tuple(items.shape)}"
+    )
+
+
+def gather_items(vectors: torch.Tensor, items: torch.Tensor | None) -> torch.Tensor:
+    """Per-item values (e.g. an output bias ``[n_items]``) laid out like :func:`score_items`'s
+    result: ``[n_items]``, ``[C]`` or ``[N, C]`` (broadcasts against it)."""
+    return vectors if items is None else vectors[items]
+
+
+def next_item_batch(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal next-item training pairs from left-padded windows ``[B, L + 1]``.
+
+    Returns ``inputs = windows[:, :-1]`` and ``targets [B, L]``: the dataset id of the next
+    item, or ``-1`` where the next token is padding or the input itself is padding (a state
+    computed from no item at all is not a user state).
+    """
+    inputs = windows[:, :-1]
+    targets = windows[:, 1:].long() - 1  # padding (token 0) becomes -1
+    targets = targets.masked_fill(inputs == PAD, -1)
+    return inputs, targets
+
+
+def last_tokens(history: torch.Tensor, max_len: int) -> torch.Tensor:
+    """The last ``max_len`` columns of a left-padded ``[B, L]`` history."""
+    return history[:, -max_len:] if history.shape[1] > max_len else history

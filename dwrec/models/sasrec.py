@@ -1,0 +1,120 @@
+"""SASRec: causal self-attention over the item sequence (Kang & McAuley, ICDM 2018).
+
+Architecture, as in the paper: item embeddings (scaled by ``sqrt(d)``) plus learned
+position embeddings, dropout, then ``layers`` blocks of ``x + Dropout(g(LayerNorm(x)))``
+for ``g`` = causal multi-head self-attention and ``g`` = point-wise feed-forward (ReLU,
+width ``ffn``, default ``4 * hidden``), and a final LayerNorm. Padded positions are zeroed
+after every block. The item embedding table is shared between input and output: the score
+of item ``i`` is ``h . E[i + 1]``.
+
+Positions count from each sequence's first real token (the paper counts from the left edge
+of a fixed-length window): outputs then do not depend on how much padding precedes a
+sequence, and the state at training position ``t`` equals the state of the prefix ending
+at ``t`` at inference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch
+from dwrec.models.layers import (
+    MultiHeadSelfAttention,
+    attention_mask,
+    check_transformer_config,
+    ffn_size,
+    next_item_batch,
+    positions_from_start,
+    score_items,
+    zero_padding,
+)
+from dwrec.models.registry import register
+
+
+class SASRecBlock(nn.Module):
+    """``x + Dropout(SA(LN(x)))`` then ``x + Dropout(FFN(LN(x)))``, padding rows re-zeroed."""
+
+    def __init__(self, hidden: int, heads: int, ffn: int, dropout: float):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(hidden)
+        self.attention = MultiHeadSelfAttention(hidden, heads, dropout)
+        self.ffn_norm = nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, hidden)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+        x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        return zero_padding(x, tokens)
+
+
+@register
+class SASRec(SequentialModel):
+    """Causal transformer over left-padded token sequences (token = item id + 1, 0 = pad)."""
+
+    name = "sasrec"
+
+    def __init__(self, n_items: int, config: ModelConfig):
+        super().__init__(n_items, config)
+        check_transformer_config(config)
+        hidden = config.hidden
+        self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, hidden)
+        self.input_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            SASRecBlock(hidden, config.heads, ffn_size(config), config.dropout)
+            for _ in range(config.layers)
+        )
+        self.final_norm = nn.LayerNorm(hidden)
+        self.apply(_init_weights)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, L]`` (``L <= max_len``, left-padded with 0) -> hidden ``[B, L, d]``;
+        zero at padded positions. Position ``t`` sees only tokens ``<= t``."""
+        if tokens.shape[1] > self.config.max_len:
+            raise ValueError(
+                f"sequence length {tokens.shape[1]} exceeds max_len {self.config.max_len}"
+            )
+        x = self.item_embedding(tokens) * math.sqrt(self.config.hidden)
+        x = x + self.position_embedding(positions_from_start(tokens))
+        x = zero_padding(self.input_dropout(x), tokens)
+        mask = attention_mask(tokens, causal=True)
+        for block in self.blocks:
+            x = block(x, mask, tokens)
+        return zero_padding(self.final_norm(x), tokens)
+
+    def training_batch(self, windows: torch.Tensor, generator: torch.Generator) -> TrainingBatch:
+        """Next-item targets: inputs ``windows[:, :-1]``, targets ``windows[:, 1:] - 1``,
+        ``-1`` where the input is padding (so also where the target is)."""
+        return TrainingBatch(*next_item_batch(windows))
+
+    def user_state(self, history: torch.Tensor) -> torch.Tensor:
+        return self.forward(history[:, -self.config.max_len :])[:, -1, :]
+
+    def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Dot products with the output embeddings: ``[N, n_items]``, or ``[N, C]`` for
+        candidates ``items [C]`` / ``[N, C]`` (dataset ids)."""
+        return score_items(hidden, self.item_embedding.weight[1:], items)
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        return self.item_embedding(items + 1)
+
+    def output_layer(self) -> torch.Tensor:
+        return self.item_embedding.weight
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Normal(0, 0.02) weights and zero biases (the BERT/RecBole convention), which keeps the
+    initial logits of the shared input/output embedding small; the padding row stays zero."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()

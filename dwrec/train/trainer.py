@@ -1,0 +1,702 @@
+"""``dwrec.train``: dataset dir -> run dir (the run-dir contract is in docs/train.md).
+
+One code path for CPU and CUDA: bf16 autocast and fused AdamW on CUDA, optional
+``torch.compile``; the training windows stay on the host, each batch is an index slice whose
+inputs, target coordinates and positives are copied to the device without blocking. The
+model, the objective and the domain weighting meet only here: per batch, hidden states are
+gathered at the positions that have a target, the objective gives a loss per position, and
+the weighting reduces them (then updates its state).
+
+Stopping: early stopping on validation NDCG@10 (``patience`` epochs without improvement);
+Ctrl-C finishes the current step, writes ``last.pt`` and stops (``--resume RUN`` continues
+exactly); a non-finite loss stops with the step, batch and domain weights in the message,
+leaving the last good checkpoints untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dwrec.data.dataset import Dataset, load_dataset
+from dwrec.data.split import Split, make_split
+from dwrec.errors import DwrecError, UsageError
+from dwrec.io import provenance, read_json, write_json
+from dwrec.losses.base import ObjectiveInput
+from dwrec.models.base import SequentialModel
+from dwrec.train import checkpoint
+from dwrec.train.batches import (
+    TrainingWindows,
+    batch_slices,
+    training_item_counts,
+    training_windows,
+)
+from dwrec.train.config import RunConfig, config_sections, from_saved, resolve
+from dwrec.train.progress import TrainingDisplay
+
+Callback = Callable[[str, dict[str, Any]], None]
+"""``callback(event, info)``: ``("step", {epoch, step_in_epoch, global_step})`` after every
+optimiser step, ``("epoch", log_record)`` after every epoch."""
+
+RESUME_OVERRIDES = ("epochs", "patience", "device", "compile", "amp", "eval_batch_size")
+
+
+class TrainingDiverged(DwrecError):
+    """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C: ``last.pt`` was written; ``run_dir`` can be resumed."""
+
+    def __init__(self, run_dir: Path, epoch: int, step: int):
+        super().__init__(
+            f"interrupted in epoch {epoch} after step {step}; last.pt saved; continue with "
+            f"`dwrec train --resume {run_dir}`"
+        )
+        self.run_dir, self.epoch, self.step = run_dir, epoch, step
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs_run: int
+    stopped_early: bool
+    config: dict = field(repr=False, default_factory=dict)
+
+
+def train(
+    dataset: str | os.PathLike | None = None,
+    *,
+    model: str | None = None,
+    loss: str | None = None,
+    out: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    quiet: bool = False,
+    console=None,
+    callback: Callback | None = None,
+    **options: Any,
+) -> TrainResult:
+    """Train ``model`` with ``loss`` on a prepared dataset and write a run dir.
+
+    Args:
+        dataset: a dataset dir or the name of a prepared dataset; ``None``: the one prepared
+            most recently.
+        out: the run dir; default ``runs/<dataset>-<model>-<loss>-s<seed>`` (``-2``, ``-3``...
+            when taken). An explicit ``out`` that already holds files is an error.
+        config_file: a TOML file of options (flags override it).
+        resume: a run dir to continue from its ``last.pt`` (only ``epochs``, ``patience``,
+            ``device``, ``compile``, ``amp`` and ``eval_batch_size`` may change).
+        options: any other option by its flat name (``epochs=3``, ``hidden=32``,
+            ``negatives=128``...; see :mod:`dwrec.train.config`).
+    """
+    display = TrainingDisplay(console, quiet)
+    if resume is not None:
+        run = _open_resumed(Path(resume), options, display)
+    else:
+        given = dict(options, dataset=dataset, model=model, loss=loss, out=out)
+        run = _open_new(resolve(given, config_file), display)
+    trainer = Trainer(run, display, callback)
+    return trainer.run()
+
+
+# ---------------------------------------------------------------- run set-up
+
+
+@dataclass
+class OpenRun:
+    config: RunConfig
+    run_dir: Path
+    dataset: Dataset
+    split: Split
+    device: torch.device
+    resume_state: dict | None = None
+
+
+def _open_new(config: RunConfig, display: TrainingDisplay) -> OpenRun:
+    from dwrec.paths import resolve_dataset
+
+    dataset_dir = resolve_dataset(config.dataset).resolve()
+    display.line(f"dataset: {dataset_dir.name} ({dataset_dir})")
+    dataset = load_dataset(dataset_dir)
+    config.loss.weight_domains = domain_names_in(config.loss.weight_domains, dataset)
+    split = make_split(dataset, config.train.split)
+    device = resolve_device(config.train.device)
+    run_dir = claim_run_dir(config, dataset.name)
+    run = OpenRun(config, run_dir, dataset, split, device)
+    _write_config(run)
+    return run
+
+
+def _open_resumed(run_dir: Path, options: dict, display: TrainingDisplay) -> OpenRun:
+    if not (run_dir / "config.json").exists():
+        raise UsageError(f"--resume {run_dir}: not a run dir (no config.json)")
+    given = {k: v for k, v in options.items() if v is not None}
+    fixed = sorted(set(given) - set(RESUME_OVERRIDES))
+    if fixed:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in fixed)
+        raise UsageError(
+            f"--resume {run_dir}: {names} cannot change when resuming (only "
+            f"{', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDES)}); "
+            "start a new run instead"
+        )
+    saved = read_json(run_dir / "config.json")
+    config = from_saved(saved)
+    for key, value in given.items():
+        setattr(config.train, key, value)
+    config.train.validate()
+    dataset_dir = Path(saved["dataset"]["path"])
+    display.line(f"dataset: {dataset_dir.name} ({dataset_dir}); resuming {run_dir}")
+    dataset = load_dataset(dataset_dir)
+    if dataset.fingerprint != saved["dataset"]["fingerprint"]:
+        raise DwrecError(
+            f"{run_dir / 'config.json'}: the dataset at {dataset_dir} has changed since the run "
+            f"started (fingerprint {dataset.fingerprint}, run: {saved['dataset']['fingerprint']})"
+        )
+    split = make_split(dataset, config.train.split)
+    if split.fingerprint != saved["split"]["fingerprint"]:
+        raise DwrecError(f"{run_dir / 'config.json'}: the split no longer matches the run's")
+    state = checkpoint.load(run_dir / checkpoint.LAST)
+    run = OpenRun(config, run_dir, dataset, split, resolve_device(config.train.device), state)
+    _write_config(run)
+    return run
+
+
+def domain_names_in(values: list[str], dataset: Dataset) -> list[str]:
+    """``--weight-domains`` values -> the dataset's domain names. A value that names a domain
+    is kept whole (names may contain spaces); otherwise it is split on commas, then on
+    whitespace. An unknown name is a usage error listing close matches."""
+    known = set(dataset.domain_names)
+    names: list[str] = []
+    for value in values:
+        if value in known:
+            names.append(value)
+            continue
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            pieces = [part] if part in known else part.split()
+            for piece in pieces:
+                dataset.domain_index(piece)  # raises with "did you mean"
+                names.append(piece)
+    return list(dict.fromkeys(names))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise UsageError(
+            f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}, "
+            f"{build}); use --device cpu (or --device auto)"
+        )
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def claim_run_dir(config: RunConfig, dataset_name: str) -> Path:
+    """Create the run dir. The default name gets ``-2``, ``-3``... when taken; an explicit
+    ``out`` must be new or empty (a run is never overwritten)."""
+    if config.out is not None:
+        run_dir = Path(config.out)
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            raise UsageError(
+                f"--out {run_dir}: already exists and is not empty; choose another --out, "
+                f"or continue it with --resume {run_dir}"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    from dwrec.models.registry import model_class
+
+    label = config.loss.label.replace("/", "_")
+    if not model_class(config.model_name).trainable:
+        label = "fit"  # the loss plays no part
+    base = Path("runs") / f"{dataset_name}-{config.model_name}-{label}-s{config.train.seed}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in range(1, 10_000):
+        candidate = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise UsageError(f"too many runs named {base}-N; pass --out")
+
+
+def _write_config(run: OpenRun) -> None:
+    from dwrec.models.registry import model_class
+
+    config = run.config
+    label = config.run_label
+    if config.label is None and not model_class(config.model_name).trainable:
+        label = config.model_name
+    document = {
+        "dataset": {
+            "path": str(Path(run.dataset.path).resolve()),
+            "name": run.dataset.name,
+            "fingerprint": run.dataset.fingerprint,
+        },
+        "split": {"scheme": run.split.scheme, "fingerprint": run.split.fingerprint},
+        **config_sections(config),
+        "label": label,
+        **provenance(),
+    }
+    write_json(run.run_dir / "config.json", document)
+    write_json(run.run_dir / "environment.json", environment(run.device))
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions and hardware of this process (``environment.json``)."""
+    import platform
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        **provenance(),
+    }
+    return info
+
+
+# ---------------------------------------------------------------- the training loop
+
+
+class Trainer:
+    """Holds one run's state; :meth:`run` trains until done, stopped early or interrupted."""
+
+    def __init__(self, run: OpenRun, display: TrainingDisplay, callback: Callback | None):
+        from dwrec.losses.registry import build_objective, build_weighting, item_log_frequencies
+        from dwrec.models.registry import build_model
+
+        self.run_info, self.display, self.callback = run, display, callback
+        self.config, self.device = run.config, run.device
+        settings = self.config.train
+        _seed_everything(settings.seed)
+        dataset = run.dataset
+        self.model: SequentialModel = build_model(
+            self.config.model_name, dataset.n_items, self.config.model
+        ).to(self.device)
+        self.windows: TrainingWindows = training_windows(
+            dataset, run.split, self.config.model.max_len
+        )
+        target_items = self.windows.target_items()
+        self.domain_shares = _domain_shares(dataset, target_items)
+        self.objective = build_objective(self.config.loss, dataset.n_items)
+        self.weighting = build_weighting(
+            self.config.loss,
+            domain_names=dataset.domain_names,
+            item_domain_indptr=dataset.item_domain_indptr,
+            item_domain_indices=dataset.item_domain_indices,
+            train_items=target_items,
+            train_users=self.windows.target_users(),
+            n_items=dataset.n_items,
+        )
+        self.item_log_q = item_log_frequencies(target_items, dataset.n_items).to(self.device)
+        self.amp = settings.amp and self.device.type == "cuda"
+        self.forward = torch.compile(self.model) if settings.compile else self.model
+        self.data_generator = torch.Generator().manual_seed(settings.seed)
+        self.sampling_generator = torch.Generator(self.device).manual_seed(settings.seed + 1)
+        self.optimizer = (
+            _optimizer(self.model, settings.lr, settings.weight_decay, self.device)
+            if self.model.trainable
+            else None
+        )
+        self.epoch = 0  # completed epochs
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.epoch_start_state = self.data_generator.get_state()
+        self.epoch_loss_sum = 0.0
+        self.epoch_positions = 0
+        self.epoch_sequences = 0
+        self.best_metric = -math.inf
+        self.best_epoch = 0
+        self.best_valid: dict[str, float] = {}
+        self.patience_counter = 0
+        self.log: list[dict] = []
+        self.stop_requested = False
+        if run.resume_state is not None:
+            self._restore(run.resume_state)
+
+    # -- public
+
+    def run(self) -> TrainResult:
+        run_dir = self.run_info.run_dir
+        (run_dir / "train_done.json").unlink(missing_ok=True)
+        started = time.perf_counter()
+        if not self.model.trainable:
+            self._fit_untrainable()
+        else:
+            with _graceful_interrupt(self):
+                while not self._done():
+                    self._train_epoch()
+                    self._end_epoch()
+                    if self.stop_requested and not self._done():
+                        raise TrainingInterrupted(run_dir, self.epoch, self.global_step)
+        result = self._finish(time.perf_counter() - started)
+        return result
+
+    # -- steps and epochs
+
+    def _done(self) -> bool:
+        settings = self.config.train
+        return self.epoch >= settings.epochs or self.patience_counter >= settings.patience
+
+    def _train_epoch(self) -> None:
+        settings = self.config.train
+        if self.step_in_epoch == 0:
+            self.epoch_start_state = self.data_generator.get_state()
+        resumed_state = self.data_generator.get_state()
+        self.data_generator.set_state(self.epoch_start_state)
+        slices = list(batch_slices(len(self.windows), settings.batch_size, self.data_generator))
+        if self.step_in_epoch > 0:  # mid-epoch resume: same permutation, then the saved state
+            self.data_generator.set_state(resumed_state)
+        self.model.train()
+        self.display.start_epoch(self.epoch + 1, settings.epochs, len(slices), self.step_in_epoch)
+        self.epoch_clock = time.perf_counter()
+        sequences_this_session = 0
+        pending = None
+        for window_index in slices[self.step_in_epoch :]:
+            loss, n_positions = self._step(window_index)
+            if pending is not None:  # checked one step late so the device runs ahead
+                self._account(*pending)
+            pending = (loss, n_positions, window_index, self.global_step)
+            self.step_in_epoch += 1
+            self.global_step += 1
+            sequences_this_session += len(window_index)
+            elapsed = max(time.perf_counter() - self.epoch_clock, 1e-9)
+            self.display.advance(None, sequences_this_session / elapsed)
+            self._notify("step")
+            if self.stop_requested:
+                break
+        if pending is not None:
+            self._account(*pending)
+        self.display.stop()
+        if self.stop_requested and self.step_in_epoch < len(slices):
+            self._save_last()
+            raise TrainingInterrupted(self.run_info.run_dir, self.epoch + 1, self.global_step)
+        self.epoch_seconds = time.perf_counter() - self.epoch_clock
+        self.epoch_sequences_session = sequences_this_session
+
+    def _step(self, window_index: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """One optimiser step on the windows ``window_index``; returns the (device) loss."""
+        batch = self.model.training_batch(self.windows.tokens[window_index], self.data_generator)
+        rows, cols = (batch.targets >= 0).nonzero(as_tuple=True)
+        positives = batch.targets[rows, cols]
+        inputs, rows, cols, positives = (
+            _to_device(t, self.device) for t in (batch.inputs, rows, cols, positives)
+        )
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            hidden = self.forward(inputs)
+            states = hidden[rows, cols]
+            losses = self.objective(
+                ObjectiveInput(
+                    hidden=states,
+                    positives=positives,
+                    scorer=ModelScorer(self.model),
+                    sequence_index=rows,
+                    item_log_q=self.item_log_q,
+                    generator=self.sampling_generator,
+                )
+            )
+            # ADC balances gradient norms on the user states, the last layer all domains
+            # share (the output embeddings are per item); other weightings ignore it.
+            loss = self.weighting.reduce(losses.float(), positives, shared_parameter=states)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.weighting.update(positives)
+        return loss.detach(), int(rows.shape[0])
+
+    def _account(self, loss: torch.Tensor, n_positions: int, window_index, step: int) -> None:
+        value = float(loss)
+        if not math.isfinite(value):
+            users = self.windows.users[window_index[:8]].tolist()
+            raise TrainingDiverged(
+                f"loss became {value} at step {step + 1} (epoch {self.epoch + 1}, batch "
+                f"{self.step_in_epoch}; {len(window_index)} sequences, users {users}...); "
+                f"domain weights {_rounded(self.weighting.domain_weights())}. "
+                f"The last good checkpoints in {self.run_info.run_dir} are kept; "
+                "try a lower --lr or --w-max"
+            )
+        self.epoch_loss_sum += value * n_positions
+        self.epoch_positions += n_positions
+        self.epoch_sequences += len(window_index)
+
+    def _end_epoch(self) -> None:
+        from dwrec.eval.evaluator import evaluate_model
+
+        self.epoch += 1
+        settings = self.config.train
+        valid = evaluate_model(
+            self.model,
+            self.run_info.dataset,
+            self.run_info.split,
+            which="valid",
+            ks=(10,),
+            batch_size=settings.eval_batch_size,
+            device=self.device,
+        )
+        seconds = self.epoch_seconds
+        record = {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            "train_loss": self.epoch_loss_sum / max(self.epoch_positions, 1),
+            "valid": valid,
+            "domain_weights": self.weighting.domain_weights() or None,
+            "seconds": seconds,
+            "sequences_per_s": self.epoch_sequences_session / max(seconds, 1e-9),
+            "positions_per_s": self.epoch_positions / max(seconds, 1e-9),
+        }
+        improved = valid["ndcg@10"] > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch, self.best_valid = valid["ndcg@10"], self.epoch, valid
+            self.patience_counter = 0
+            self._save_best()
+        else:
+            self.patience_counter += 1
+        record["best"] = improved
+        self.log.append(record)
+        self._write_log()
+        self.step_in_epoch = 0
+        self.epoch_loss_sum, self.epoch_positions, self.epoch_sequences = 0.0, 0, 0
+        self._save_last()
+        self.display.end_epoch(record, improved)
+        self._notify("epoch", record)
+
+    def _fit_untrainable(self) -> None:
+        """Models without gradient training (pop): fit, validate once, write model.pt."""
+        from dwrec.eval.evaluator import evaluate_model
+
+        counts = training_item_counts(self.run_info.dataset, self.run_info.split)
+        self.model.fit(counts)
+        clock = time.perf_counter()
+        valid = evaluate_model(
+            self.model,
+            self.run_info.dataset,
+            self.run_info.split,
+            which="valid",
+            ks=(10,),
+            batch_size=self.config.train.eval_batch_size,
+            device=self.device,
+        )
+        record = {
+            "epoch": 0,
+            "step": 0,
+            "train_loss": None,
+            "valid": valid,
+            "domain_weights": None,
+            "seconds": time.perf_counter() - clock,
+            "sequences_per_s": None,
+            "positions_per_s": None,
+            "best": True,
+        }
+        self.best_metric, self.best_valid, self.best_epoch = valid["ndcg@10"], valid, 0
+        self.log = [record]
+        self._write_log()
+        self._save_best()
+        self.display.end_epoch(record, True)
+
+    def _finish(self, seconds: float) -> TrainResult:
+        run_dir = self.run_info.run_dir
+        stopped_early = self.patience_counter >= self.config.train.patience
+        summary = {
+            "finished": True,
+            "epochs_run": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_valid": self.best_valid,
+            "stopped_early": stopped_early,
+            "seconds_this_session": seconds,
+            "domain_weights": self.weighting.domain_weights() or None,
+            **provenance(),
+        }
+        write_json(run_dir / "train_done.json", summary)
+        self.display.domain_table(self.domain_shares, self.weighting.domain_weights())
+        reason = "early stop" if stopped_early else "done"
+        self.display.line(
+            f"{reason}: best epoch {self.best_epoch}, valid ndcg@10 "
+            f"{self.best_valid.get('ndcg@10', float('nan')):.4f}, recall@10 "
+            f"{self.best_valid.get('recall@10', float('nan')):.4f} -> {run_dir}"
+        )
+        return TrainResult(
+            run_dir=run_dir,
+            best_epoch=self.best_epoch,
+            best_valid=self.best_valid,
+            epochs_run=self.epoch,
+            stopped_early=stopped_early,
+            config=read_json(run_dir / "config.json"),
+        )
+
+    def _notify(self, event: str, info: dict | None = None) -> None:
+        if self.callback is not None:
+            default = {
+                "epoch": self.epoch + 1,
+                "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step,
+            }
+            self.callback(event, info if info is not None else default)
+
+    # -- checkpoints
+
+    def _save_best(self) -> None:
+        payload = checkpoint.best_state(
+            self.model, self.model.n_items, self.run_info.dataset.fingerprint, self.best_epoch
+        )
+        checkpoint.save(self.run_info.run_dir / checkpoint.BEST, payload)
+
+    def _save_last(self) -> None:
+        payload = {
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "weighting_state": checkpoint.to_saveable(self.weighting.state_dict()),
+            "rng": checkpoint.rng_states(self.data_generator, self.sampling_generator),
+            "epoch_start_state": self.epoch_start_state,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_positions": self.epoch_positions,
+            "epoch_sequences": self.epoch_sequences,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "best_valid": self.best_valid,
+            "patience_counter": self.patience_counter,
+            "dataset_fingerprint": self.run_info.dataset.fingerprint,
+        }
+        checkpoint.save(self.run_info.run_dir / checkpoint.LAST, payload)
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model_state"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self.weighting.load_state_dict(state["weighting_state"])
+        checkpoint.restore_rng_states(state["rng"], self.data_generator, self.sampling_generator)
+        self.epoch_start_state = state["epoch_start_state"]
+        for name in (
+            "epoch",
+            "step_in_epoch",
+            "global_step",
+            "epoch_loss_sum",
+            "epoch_positions",
+            "epoch_sequences",
+            "best_metric",
+            "best_epoch",
+            "best_valid",
+            "patience_counter",
+        ):
+            setattr(self, name, state[name])
+        log_path = self.run_info.run_dir / "log.jsonl"
+        if log_path.exists():
+            lines = log_path.read_text(encoding="utf-8").splitlines()
+            records = [json.loads(line) for line in lines if line.strip()]
+            self.log = [r for r in records if r["epoch"] <= self.epoch]
+
+    def _write_log(self) -> None:
+        from dwrec.io import atomic_path
+
+        text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in self.log)
+        with atomic_path(self.run_info.run_dir / "log.jsonl") as tmp:
+            tmp.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class ModelScorer:
+    """The :class:`dwrec.losses.base.Scorer` view of a model (losses never see models)."""
+
+    def __init__(self, model: SequentialModel):
+        self.model = model
+        self.n_items = model.n_items
+
+    def score_all(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.score(hidden)
+
+    def score(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.model.score(hidden, items)
+
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_items(items)
+
+
+def _optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA); weight decay on matrices only, not on biases and LayerNorms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda" or None)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cpu":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _domain_shares(dataset: Dataset, target_items: np.ndarray) -> dict[str, float]:
+    """Share of training positives whose item lies in each domain."""
+    if len(target_items) == 0:
+        return {}
+    per_item = np.bincount(target_items, minlength=dataset.n_items)
+    per_domain = per_item.astype(np.float64) @ dataset.item_domain_matrix
+    return dict(zip(dataset.domain_names, (per_domain / len(target_items)).tolist(), strict=True))
+
+
+def _rounded(weights: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in weights.items()}
+
+
+@contextlib.contextmanager
+def _graceful_interrupt(trainer: Trainer):
+    """First Ctrl-C: finish the current step, save last.pt, stop. Second: stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        trainer.stop_requested = True
+        signal.signal(signal.SIGINT, previous)
+        trainer.display.stop()
+        trainer.display.line("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
