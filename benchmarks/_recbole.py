@@ -337,7 +337,7 @@ class HarnessTrainer(Trainer):
         epoch = len(self.valid_log)
         log(
             f"epoch {epoch}: train {self.epoch_train_seconds[-1]:.1f}s, "
-            f"valid {self.epoch_valid_seconds[-1]:.1f}s, ndcg@10 {score:.4f}"
+            f"valid {self.epoch_valid_seconds[-1]:.1f}s, {self.valid_metric} {score:.4f}"
         )
         return score, result
 
@@ -456,7 +456,7 @@ def main(spec_path, result_path):
     best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     train_wall = time.perf_counter() - started
 
-    scores = [entry["ndcg@10"] for entry in trainer.valid_log]
+    scores = [entry[config["valid_metric"].lower()] for entry in trainer.valid_log]
     best_epoch = max(i for i, s in enumerate(scores) if s == max(scores)) + 1  # RecBole: >=
     valid_ranks = evaluate_pass(trainer, valid_data, "valid", True)[4]
     masked, seconds, users, targets, ranks = evaluate_pass(trainer, test_data, "test", False)
@@ -501,5 +501,7 @@ def main(spec_path, result_path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    spec_path, result_path = sys.argv[1], sys.argv[2]
+    sys.argv = sys.argv[:1]  # RecBole's Config parses the command line for --key=value
+    main(spec_path, result_path)
 '''

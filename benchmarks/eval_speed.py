@@ -11,7 +11,7 @@ Measures, on the test cases (leave-one-out) of
   The ratio naive / dwrec is printed.
 
 ``--large`` also checks memory on a 1M-item catalogue (chunked scoring): peak RSS of a child
-process that ranks 2,048 cases against 1,000,000 items with top-10.
+process that ranks 512 cases against 1,000,000 items with top-10.
 
 The model is dwrec's SASRec (hidden 64, 2 layers, 2 heads, max_len 200), randomly
 initialised: evaluation cost does not depend on the weights.
@@ -189,12 +189,12 @@ def measure(label: str, dataset, args) -> dict:
 
 
 def large_child(device: str) -> dict:
-    """Rank 2,048 cases against a 1,000,000-item catalogue; report time and peak RSS."""
+    """Rank 512 cases against a 1,000,000-item catalogue; report time and peak RSS."""
     from dwrec.data.dataset import Dataset
     from dwrec.data.split import Cases
     from dwrec.eval.evaluator import rank_model
 
-    n_items, n_users, length = 1_000_000, 2048, 50
+    n_items, n_users, length = 1_000_000, 512, 50
     rng = np.random.default_rng(0)
     user_ids = np.repeat(np.arange(n_users), length)
     item_ids = rng.integers(0, n_items, size=n_users * length)

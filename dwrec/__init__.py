@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__", "prepare", "train"]
+__all__ = ["__version__", "evaluate", "prepare", "report", "train"]
 
 
 def prepare(*args, **kwargs):  # noqa: D103 - thin lazy re-export
@@ -25,3 +25,15 @@ def train(*args, **kwargs):  # noqa: D103 - thin lazy re-export (see dwrec/train
     from dwrec.train.trainer import train as _train
 
     return _train(*args, **kwargs)
+
+
+def evaluate(*args, **kwargs):  # noqa: D103 - thin lazy re-export of evaluate_run
+    from dwrec.eval.evaluator import evaluate_run as _evaluate_run
+
+    return _evaluate_run(*args, **kwargs)
+
+
+def report(*args, **kwargs):  # noqa: D103 - thin lazy re-export (see dwrec/report/__init__.py)
+    from dwrec.report import report as _report
+
+    return _report(*args, **kwargs)

@@ -16,7 +16,7 @@ from rich.markup import escape
 from dwrec import __version__
 from dwrec.errors import DwrecError
 
-COMMAND_MODULES = ("prepare", "datasets", "train", "evaluate", "report", "quickstart")
+COMMAND_MODULES = ("quickstart", "prepare", "datasets", "train", "evaluate", "report")
 
 app = typer.Typer(
     name="dwrec",

@@ -475,3 +475,29 @@ def test_cli_rejects_bad_k(tiny_run, capsys):
     run_dir, *_ = tiny_run
     assert main(["evaluate", str(run_dir), "--k", "0"]) == 2
     assert "--k" in capsys.readouterr().err
+
+
+def test_pop_run_ranks_by_training_count_with_id_tie_break(tiny_run, tmp_path):
+    from dwrec.models.pop import Pop
+
+    _, dataset, _, split = tiny_run
+    stats = cohorts.training_stats(dataset, split)
+    model = Pop(dataset.n_items, ModelConfig()).fit(stats.item_popularity)
+    run_dir = tmp_path / "pop"
+    write_run(run_dir, dataset)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model"] = {"name": "pop"}
+    write_json(run_dir / "config.json", config)
+    state = torch.load(run_dir / "model.pt", weights_only=True)
+    state.update(model_state=model.state_dict(), model="pop")
+    torch.save(state, run_dir / "model.pt")
+    result = evaluate_run(run_dir, ks=(5,))
+    scores = np.log1p(stats.item_popularity.astype(np.float32)).astype(np.float64)
+    masked = [
+        dataset.item_ids[dataset.user_indptr[u] : end].tolist()
+        for u, end in zip(split.test.user, split.test.history_end, strict=True)
+    ]
+    expected, _ = brute_force(np.tile(scores, (len(masked), 1)), split.test.target, masked, 5)
+    ranks = pq.read_table(run_dir / "per_user.parquet").column("rank").to_pylist()
+    assert ranks == expected
+    assert result["overall"]["mean_popularity@5"] > float(stats.item_popularity.mean())

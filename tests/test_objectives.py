@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dwrec.errors import UsageError
 from dwrec.losses.base import ObjectiveInput
 from dwrec.losses.config import OBJECTIVES, WEIGHTINGS, LossConfig
 from dwrec.losses.objectives import (
@@ -327,3 +328,12 @@ def test_objective_passes_float64_gradcheck(name):
     hidden = template.hidden.clone().requires_grad_()
     embeddings = template.scorer.embeddings.clone().requires_grad_()
     assert torch.autograd.gradcheck(loss, (hidden, embeddings))
+
+
+@pytest.mark.parametrize(
+    "options, flag",
+    [({"loss": "dsl", "dsl_m": 0}, "--dsl-m"), ({"loss": "gbce", "gbce_t": 1.5}, "--gbce-t")],
+)
+def test_bad_objective_constants_name_their_flag(options, flag):
+    with pytest.raises(UsageError, match=flag):
+        build_objective(LossConfig(**options), 10)

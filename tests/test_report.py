@@ -155,6 +155,7 @@ def test_identical_runs_find_nothing(tmp_path):
                  for m in row.cells]  # fmt: skip
         assert all(c.p == 1.0 and c.lift == 0.0 and not c.significant for c in cells)
         assert any("every paired difference is 0" in note for note in result.tables[0].footnotes)
+        assert "| 1†" in result.render("md")
 
 
 def test_seeds_are_pooled_mean_and_std_over_seeds(planted):
@@ -222,7 +223,7 @@ def test_baseline_falls_back_to_ce_and_unknown_baseline_suggests(tmp_path):
 def test_default_domains_are_three_sparsest_and_three_densest(tmp_path):
     make_run(tmp_path, "a", loss="generic", seed=0)
     make_run(tmp_path, "b", loss="dynamic", seed=0)
-    extra = ["Musical", "War"]  # domains with shares but no test case
+    # two domains with training shares but no test case
     for name in ("a", "b"):
         path = tmp_path / name / "metrics.json"
         metrics = json.loads(path.read_text())
@@ -234,7 +235,6 @@ def test_default_domains_are_three_sparsest_and_three_densest(tmp_path):
     musical = _rows(result)[("Musical", "sasrec+dynamic")]
     assert musical.n == 0 and math.isnan(musical.cells["recall@10"].p)
     assert "n = 0" in result.render("md") and "| Musical " in result.render("md")
-    del extra
 
 
 def test_unknown_domain_and_metric_suggest_close_names(planted):
@@ -258,6 +258,8 @@ def test_default_runs_are_those_of_the_latest_dataset(tmp_path, monkeypatch):
     assert "new-a" in text and "new-b" in text and "old-a (seed" not in text
     assert "fingerprint new" in text and "Baseline: sasrec+generic" in text
     assert "new-c: not evaluated" in text
+    with pytest.raises(UsageError, match="trained but not evaluated"):
+        report([trained_only, tmp_path / "runs" / "new-a"])
 
 
 def test_final_dynamic_weights_appear_in_the_domain_table(planted):
@@ -300,7 +302,7 @@ def test_md_json_csv_latex_carry_the_same_numbers(planted, tmp_path):
                 assert md_row[f"p {metric}"] == "-" and csv_row["p"] == ""
                 continue
             assert float(csv_row["p"]) == cell["p"]
-            assert float(md_row[f"p {metric}"].rstrip("*")) == pytest.approx(cell["p"], rel=2e-2)
+            assert float(md_row[f"p {metric}"].rstrip("*†")) == pytest.approx(cell["p"], rel=2e-2)
             assert md_row[f"p {metric}"].endswith("*") == cell["significant"]
             lift = re.match(r"([+-][\d.]+)% \[([+-][\d.]+), ([+-][\d.]+)\]",
                             md_row[f"lift {metric} % (95% CI)"])  # fmt: skip

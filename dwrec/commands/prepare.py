@@ -42,12 +42,12 @@ def register(app: typer.Typer) -> None:
             help="The downloaded archive or its extracted folder (skips the download).",
         ),
         out: Path = typer.Option(
-            None, "--out", help="Output directory [default: $DWREC_HOME/datasets/DATASET]."
+            None, "--out", help="Output directory \\[default: $DWREC_HOME/datasets/DATASET]."
         ),
         min_rating: float = typer.Option(
             None,
             "--min-rating",
-            help="Keep only interactions rated at least this [default: keep all].",
+            help="Keep only interactions rated at least this \\[default: keep all].",
         ),
         min_user_interactions: int = typer.Option(
             None,

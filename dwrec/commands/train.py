@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         dataset: str = typer.Option(
-            None, "--dataset", help="Dataset dir or prepared name [default: the latest prepared]."
+            None, "--dataset", help="Dataset dir or prepared name \\[default: the latest prepared]."
         ),
         model: str = typer.Option(
             None, "--model", help="sasrec, bert4rec, gru4rec, pinnerformer, pop [sasrec]."
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
             "(generic, fixed, dynamic, adc; composed with --objective) [ce].",
         ),
         out: Path = typer.Option(
-            None, "--out", help="Run dir [default: runs/<dataset>-<model>-<loss>-s<seed>]."
+            None, "--out", help="Run dir \\[default: runs/<dataset>-<model>-<loss>-s<seed>]."
         ),
         config: Path = typer.Option(
             None, "--config", help="TOML file of options; flags override it."

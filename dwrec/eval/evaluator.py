@@ -35,6 +35,7 @@ from dwrec.data.split import Cases, Split, make_split
 from dwrec.errors import DataFormatError, DwrecError, UsageError
 from dwrec.eval import cohorts, metrics
 from dwrec.io import provenance, read_json, write_json, write_parquet
+from dwrec.models.base import trim_leading_padding
 
 DEFAULT_BATCH_SIZE = 256
 MAX_SCORE_ELEMENTS = 1 << 24
@@ -73,13 +74,17 @@ def sort_keys(scores: torch.Tensor, ids: torch.Tensor, masked: torch.Tensor | No
         ids: item ids of the columns, ``[C]`` or ``[B, C]``, in ``[0, 2**32)``.
         masked: bool ``[B, C]`` (True = excluded) or None.
     """
-    values = scores.float() + 0.0  # folds -0.0 into +0.0, which compare equal as floats
-    bits = values.contiguous().view(torch.int32)
+    # add(0.0) folds -0.0 into +0.0 (equal as floats) and gives a tensor we may overwrite.
+    bits = scores.float().add(0.0).view(torch.int32)
     # Flip the magnitude bits of negative floats: then integer order == float order.
-    monotone = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    keys = monotone.to(torch.int64) * (1 << 32) + (_LOW_MASK - ids.to(torch.int64))
+    flip = bits >> 31
+    flip &= 0x7FFFFFFF
+    bits ^= flip
+    keys = bits.to(torch.int64)
+    keys <<= 32
+    keys |= _LOW_MASK - ids.to(torch.int64)
     if masked is not None:
-        keys = keys.masked_fill(masked, MASKED_KEY)
+        keys.masked_fill_(masked, MASKED_KEY)
     return keys
 
 
@@ -252,11 +257,15 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
     n_items = dataset.n_items
     generator = torch.Generator().manual_seed(opts.seed)
     starts_all = dataset.user_indptr[cases.user]
+    # Batches of similar history length, so all-padding columns can be dropped (models count
+    # positions from the first real token: the same states on fewer columns).
+    order = np.argsort(np.minimum(cases.history_end - starts_all, max_len), kind="stable")
     ranks, tops, top_keys = [], [], []
     for begin in range(0, len(cases), opts.batch_size):
-        part = slice(begin, begin + opts.batch_size)
+        part = order[begin : begin + opts.batch_size]
         starts, ends = starts_all[part], cases.history_end[part]
-        tokens = torch.from_numpy(history_tokens(dataset, starts, ends, max_len)).to(opts.device)
+        tokens = torch.from_numpy(history_tokens(dataset, starts, ends, max_len))
+        tokens = trim_leading_padding(tokens).to(opts.device)
         targets = torch.from_numpy(cases.target[part]).to(opts.device)
         if opts.keep_history:
             rows = cols = np.zeros(0, dtype=np.int64)
@@ -283,7 +292,14 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
         ranks.append(result[0].cpu())
         tops.append(result[1].cpu())
         top_keys.append(result[2].cpu())
-    return _collect(ranks, tops, top_keys, opts.top_k)
+    ranking = _collect(ranks, tops, top_keys, opts.top_k)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return Ranking(
+        ranks=ranking.ranks[inverse],
+        top_items=ranking.top_items[inverse],
+        top_scores=ranking.top_scores[inverse],
+    )
 
 
 def _score_chunk(model, state: torch.Tensor, n_items: int) -> ScoreChunk:
@@ -328,12 +344,13 @@ def _sample_candidates(targets, rows, cols, n_items, opts: _Options, generator) 
 
 
 def resolve_device(device: str | torch.device | None, model=None) -> torch.device:
-    """``auto``/None: the model's device if it has parameters, else CUDA when available."""
+    """``auto``/None: the model's device if it has parameters or buffers, else CUDA when available."""
     if device is None or str(device) == "auto":
         if model is not None:
-            parameter = next(iter(model.parameters()), None)
-            if parameter is not None:
-                return parameter.device
+            tensor = next(iter(model.parameters()), None)
+            tensor = tensor if tensor is not None else next(iter(model.buffers()), None)
+            if tensor is not None:
+                return tensor.device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         return torch.device(device)

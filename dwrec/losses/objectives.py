@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from dwrec.errors import UsageError
 from dwrec.losses.base import ObjectiveInput
 from dwrec.losses.config import LossConfig
 
@@ -143,6 +144,8 @@ class GeneralisedBCE:
 
     @classmethod
     def from_config(cls, config: LossConfig, n_items: int) -> GeneralisedBCE:
+        if not 0.0 <= config.gbce_t <= 1.0:
+            raise UsageError(f"--gbce-t must be in [0, 1], got {config.gbce_t}")
         return cls(n_items, negatives=config.negatives, t=config.gbce_t)
 
     def __call__(self, batch: ObjectiveInput) -> torch.Tensor:
@@ -247,6 +250,13 @@ class DualScaleSoftmax:
 
     @classmethod
     def from_config(cls, config: LossConfig, n_items: int) -> DualScaleSoftmax:
+        if config.dsl_m < 1:
+            raise UsageError(f"--dsl-m must be >= 1, got {config.dsl_m}")
+        if not 0.0 < config.dsl_tmin <= config.dsl_t0 <= config.dsl_tmax:
+            raise UsageError(
+                "DSL temperatures need 0 < --dsl-tmin <= --dsl-t0 <= --dsl-tmax, got "
+                f"{config.dsl_tmin}, {config.dsl_t0}, {config.dsl_tmax}"
+            )
         return cls(
             n_items,
             negatives=config.negatives,

@@ -335,6 +335,8 @@ class DynamicWeighting:
 
     @classmethod
     def from_config(cls, config: LossConfig, statistics: DomainStatistics) -> DynamicWeighting:
+        if config.weight_alpha <= 0:
+            raise UsageError(f"--weight-alpha must be > 0, got {config.weight_alpha}")
         return cls(statistics, config)
 
     @staticmethod
@@ -452,6 +454,8 @@ class ADCWeighting:
 
     @classmethod
     def from_config(cls, config: LossConfig, statistics: DomainStatistics) -> ADCWeighting:
+        if config.adc_lr <= 0 or config.adc_gamma < 0:
+            raise UsageError("--adc-lr must be > 0 and --adc-gamma >= 0")
         return cls(statistics, config.adc_gamma, config.adc_lr, config.weight_reduction)
 
     def membership(self, positives: torch.Tensor) -> torch.Tensor:

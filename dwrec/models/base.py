@@ -73,3 +73,16 @@ class SequentialModel(nn.Module):
     def output_layer(self) -> torch.Tensor | None:
         """The last shared layer's weight (ADC balances gradient norms on it)."""
         return None
+
+
+def trim_leading_padding(tokens: torch.Tensor, keep: int = 2) -> torch.Tensor:
+    """Drop the columns that are padding in every row of a left-padded batch.
+
+    Models count positions from each row's first real token, so the result is the same
+    computation on fewer columns (at least ``keep``).
+    """
+    real = (tokens != 0).any(dim=0)
+    if not bool(real.any()):
+        return tokens[:, -keep:]
+    first = int(real.nonzero()[0, 0])
+    return tokens[:, min(first, tokens.shape[1] - keep) :]

@@ -20,6 +20,7 @@ from dwrec.models.layers import (
     PAD,
     TransformerEncoder,
     gather_items,
+    init_small_normal,
     new_item_embedding,
     score_items,
     zero_padding,
@@ -48,6 +49,7 @@ class BERT4Rec(SequentialModel):
         self.head_projection = nn.Linear(config.hidden, config.hidden)
         self.head_norm = nn.LayerNorm(config.hidden)
         self.output_bias = nn.Parameter(torch.zeros(n_items))
+        self.apply(init_small_normal)  # BERT's initialisation, as BERT4Rec's released code
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` tokens (``L <= max_len``) -> ``[B, L, d]``; zero at padding."""

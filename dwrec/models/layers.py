@@ -154,14 +154,28 @@ def zero_padding(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return hidden * (tokens != PAD).unsqueeze(-1).to(hidden.dtype)
 
 
-def new_item_embedding(n_items: int, hidden: int, extra_tokens: int = 0) -> nn.Embedding:
+def new_item_embedding(
+    n_items: int, hidden: int, extra_tokens: int = 0, std: float = 0.02
+) -> nn.Embedding:
     """Token embedding table: padding row 0 (kept at zero), ``n_items`` item rows, then
-    ``extra_tokens`` special rows (e.g. a mask token); N(0, 0.02) initialisation."""
+    ``extra_tokens`` special rows (e.g. a mask token); ``N(0, std^2)`` initialisation."""
     table = nn.Embedding(n_items + 1 + extra_tokens, hidden, padding_idx=PAD)
-    nn.init.normal_(table.weight, std=0.02)
+    nn.init.normal_(table.weight, std=std)
     with torch.no_grad():
         table.weight[PAD].zero_()
     return table
+
+
+def init_small_normal(module: nn.Module, std: float = 0.02) -> None:
+    """BERT/GPT initialisation for ``module.apply``: ``N(0, std^2)`` weights for linear and
+    embedding layers, zero linear biases, padding rows kept at zero (LayerNorm untouched)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
 
 
 def score_items(

@@ -21,6 +21,7 @@ from torch import nn
 from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch
 from dwrec.models.layers import (
     TransformerEncoder,
+    init_small_normal,
     last_tokens,
     new_item_embedding,
     next_item_batch,
@@ -54,6 +55,7 @@ class PinnerFormer(SequentialModel):
             nn.GELU(),
             nn.Linear(config.hidden, config.hidden),
         )
+        self.apply(init_small_normal)
         self.log_tau = nn.Parameter(torch.tensor(math.log(INITIAL_TEMPERATURE)))
 
     def temperature(self) -> torch.Tensor:
@@ -63,7 +65,11 @@ class PinnerFormer(SequentialModel):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` tokens (``L <= max_len``) -> ``[B, L, d]`` unit-norm user embeddings
         (zero at padding). Position ``t`` sees only tokens ``<= t``."""
-        hidden = self.encoder(self.item_embedding(tokens), tokens)
+        # sqrt(d) scaling (as in the original Transformer and SASRec) lets item identity,
+        # not the position embedding or the blocks' first updates, dominate the residual
+        # stream at initialisation; training is much faster with it.
+        embedded = self.item_embedding(tokens) * math.sqrt(self.config.hidden)
+        hidden = self.encoder(embedded, tokens)
         return zero_padding(F.normalize(self.head(hidden), dim=-1), tokens)
 
     def training_batch(self, windows: torch.Tensor, generator: torch.Generator) -> TrainingBatch:

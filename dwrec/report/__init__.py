@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from dwrec.report import runs as runs_module
 from dwrec.report import stats
 from dwrec.report.tables import (
     COHORT_MEANING,
+    DEGENERATE_MARK,
     FORMATS,
     TEST_NAMES,
     CohortTable,
@@ -205,7 +208,9 @@ def _footnotes(table: CohortTable, settings: Settings, groups, reference, case_t
         f"{reference.split_fingerprint}), {case_table.case_id.size} test cases.",
     ]  # fmt: skip
     degenerate = sorted({c.note for row in table.rows for c in row.cells.values() if c.note})
-    notes += [f"Where {note}." for note in degenerate]
+    for note in degenerate:
+        mark = f"{DEGENERATE_MARK} " if note.startswith("every") else "- "
+        notes.append(f"{mark}where {note}.")
     if any(row.n == 0 for row in table.rows):
         notes.append("n = 0: no test case of this cohort in the domain ('-').")
     return notes
@@ -233,3 +238,14 @@ def write_report(result: Report, fmt: str = "md", out: str | os.PathLike | None 
         with atomic_path(Path(out)) as tmp:
             tmp.write_text(text, encoding="utf-8")
     return text
+
+
+class _CallablePackage(types.ModuleType):
+    """``dwrec.report`` is this package and, called, the library function :func:`report`
+    (importing the package rebinds the attribute ``dwrec.report``, so the package forwards)."""
+
+    def __call__(self, *args, **kwargs):
+        return report(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -126,7 +126,8 @@ def load_run(path: Path) -> EvaluatedRun:
     config = read_json(config_path) if config_path.exists() else {}
     if metrics.get("split", "test") != "test":
         raise DataFormatError(path / METRICS_FILE, f"split is {metrics['split']!r}, not 'test'")
-    return EvaluatedRun(path=path, config=config, metrics=metrics, label=default_label(config))
+    label = default_label(config) if config else str(metrics.get("label") or path.name)
+    return EvaluatedRun(path=path, config=config, metrics=metrics, label=label)
 
 
 @dataclass

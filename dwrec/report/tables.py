@@ -24,6 +24,7 @@ from dwrec.report import stats
 from dwrec.report.runs import CaseTable, RunGroup
 
 FORMATS = ("md", "json", "csv", "latex")
+DEGENERATE_MARK = "†"
 OVERALL = "overall"
 COHORT_MEANING = {
     "target": "cases whose target item lies in the domain",
@@ -270,7 +271,8 @@ def format_p(cell: MetricCell) -> str:
     if not math.isfinite(cell.p):
         return "-"
     text = f"{cell.p:.2e}" if cell.p < 1e-3 else f"{cell.p:.3g}"
-    return text + ("*" if cell.significant else "")
+    # a p-value set by rule rather than by the test (no difference at all) is marked
+    return text + ("*" if cell.significant else "") + (DEGENERATE_MARK if cell.note else "")
 
 
 def table_headers(settings: Settings) -> list[str]:
@@ -424,7 +426,7 @@ def _latex_escape(text: str) -> str:
                           ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"),
                           ("~", r"\textasciitilde{}"), ("^", r"\textasciicircum{}")):  # fmt: skip
         text = text.replace(char, escaped)
-    return text.replace("±", r"$\pm$")
+    return text.replace("±", r"$\pm$").replace(DEGENERATE_MARK, r"$\dagger$")
 
 
 def to_latex(report: Report) -> str:
@@ -438,7 +440,7 @@ def to_latex(report: Report) -> str:
         parts += [
             r"\begin{table}[ht]", r"\centering", r"\scriptsize",
             rf"\caption{{dwrec comparison, cohort {_latex_escape(table.cohort)}}}",
-            body.replace("±", r"$\pm$"),
+            body.replace("±", r"$\pm$").replace(DEGENERATE_MARK, r"$\dagger$"),
             *(rf"\par\footnotesize {_latex_escape(note)}" for note in table.footnotes),
             r"\end{table}", "",
         ]  # fmt: skip

@@ -35,7 +35,7 @@ from dwrec.data.split import Split, make_split
 from dwrec.errors import DwrecError, UsageError
 from dwrec.io import provenance, read_json, write_json
 from dwrec.losses.base import ObjectiveInput
-from dwrec.models.base import SequentialModel
+from dwrec.models.base import SequentialModel, trim_leading_padding
 from dwrec.train import checkpoint
 from dwrec.train.batches import (
     TrainingWindows,
@@ -405,7 +405,8 @@ class Trainer:
 
     def _step(self, window_index: torch.Tensor) -> tuple[torch.Tensor, int]:
         """One optimiser step on the windows ``window_index``; returns the (device) loss."""
-        batch = self.model.training_batch(self.windows.tokens[window_index], self.data_generator)
+        tokens = trim_leading_padding(self.windows.tokens[window_index])
+        batch = self.model.training_batch(tokens, self.data_generator)
         rows, cols = (batch.targets >= 0).nonzero(as_tuple=True)
         positives = batch.targets[rows, cols]
         inputs, rows, cols, positives = (

@@ -1,0 +1,30 @@
+"""Trimming all-padding columns changes no model output (positions count from the first token)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dwrec.models.base import ModelConfig, trim_leading_padding
+from dwrec.models.registry import build_model
+
+
+def test_trim_drops_only_columns_that_are_padding_in_every_row():
+    tokens = torch.tensor([[0, 0, 0, 4, 5], [0, 0, 2, 3, 1]])
+    assert trim_leading_padding(tokens).tolist() == [[0, 4, 5], [2, 3, 1]]
+    assert trim_leading_padding(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 2)
+    assert trim_leading_padding(torch.tensor([[0, 0, 0, 0, 7]])).shape == (1, 2)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "pinnerformer", "bert4rec"])
+def test_trimmed_batch_gives_the_same_user_states(name):
+    torch.manual_seed(0)
+    model = build_model(name, 30, ModelConfig(hidden=16, heads=2, layers=1, max_len=12)).eval()
+    tokens = torch.zeros(3, 12, dtype=torch.long)
+    tokens[0, -4:] = torch.tensor([1, 2, 3, 4])
+    tokens[1, -6:] = torch.tensor([5, 6, 7, 8, 9, 10])
+    tokens[2, -2:] = torch.tensor([11, 12])
+    with torch.no_grad():
+        full = model.user_state(tokens)
+        trimmed = model.user_state(trim_leading_padding(tokens))
+    torch.testing.assert_close(full, trimmed, rtol=1e-5, atol=1e-5)
