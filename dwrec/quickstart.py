@@ -19,7 +19,14 @@ LOSSES = ("generic", "fixed", "dynamic")
 
 # Sized so that six runs, their evaluation and the report fit in under 3 minutes on 2 cores.
 QUICK_DATA = {"users": 1200, "items": 500, "domains": 12, "mean_length": 20}
-QUICK_TRAIN = {"max_len": 40, "hidden": 32, "heads": 2, "layers": 2, "batch_size": 128}
+QUICK_TRAIN = {
+    "max_len": 40,
+    "hidden": 32,
+    "heads": 2,
+    "layers": 2,
+    "batch_size": 128,
+    "lr": 3e-3,
+}
 
 
 @dataclass
@@ -42,7 +49,7 @@ def quickstart(
     out: str | os.PathLike = "runs/quickstart",
     *,
     seeds: int = 2,
-    epochs: int = 15,
+    epochs: int = 25,
     device: str = "auto",
     fixed_count: int = 2,
     console=None,

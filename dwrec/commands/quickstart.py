@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import typer
-from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dwrec.commands._common import console
@@ -19,7 +18,7 @@ def register(app: typer.Typer) -> None:
             Path("runs/quickstart"), "--out", help="Folder for runs and report."
         ),
         seeds: int = typer.Option(2, "--seeds", help="Seeds per loss."),
-        epochs: int = typer.Option(15, "--epochs", help="Maximum epochs per run."),
+        epochs: int = typer.Option(25, "--epochs", help="Maximum epochs per run."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     ) -> None:
         """Prepare the synthetic dataset, train SASRec with generic, fixed and dynamic domain
@@ -69,7 +68,8 @@ def register(app: typer.Typer) -> None:
             result = quickstart(out, seeds=seeds, epochs=epochs, device=device, on_event=on_event)
         finally:
             progress.stop()
-        console.print(Markdown(result.report_markdown))
+        # Raw markdown: what a user pastes into a paper or an issue.
+        console.print(result.report_markdown, markup=False, highlight=False, soft_wrap=True)
         console.print()
         console.print(f"dataset:  {result.dataset}")
         console.print(f"runs:     {', '.join(str(r) for r in result.runs)}")

@@ -46,7 +46,13 @@ def positions_from_start(tokens: torch.Tensor) -> torch.Tensor:
     return ((tokens != PAD).long().cumsum(dim=1) - 1).clamp_min(0)
 
 
-def attention_mask(tokens: torch.Tensor, causal: bool) -> torch.Tensor:
+CAUSAL = "causal"
+FULL = "full"
+Mask = torch.Tensor | str
+"""A boolean ``[B, 1, L, L]`` mask, or :data:`CAUSAL` / :data:`FULL` when no token is padding."""
+
+
+def attention_mask(tokens: torch.Tensor, causal: bool) -> Mask:
     """``[B, L]`` tokens -> boolean mask ``[B, 1, L, L]`` for ``scaled_dot_product_attention``
     (``True`` = the query may attend to the key).
 
@@ -56,6 +62,10 @@ def attention_mask(tokens: torch.Tensor, causal: bool) -> torch.Tensor:
     padding key.
     """
     length = tokens.shape[1]
+    if bool((tokens != PAD).all()):
+        # No padding: let the attention kernel build the mask itself (its fused CPU/GPU
+        # kernels only run without an explicit mask).
+        return CAUSAL if causal else FULL
     allowed = (tokens != PAD)[:, None, None, :]
     if causal:
         allowed = (
@@ -74,14 +84,20 @@ class MultiHeadSelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
         """``x [B, L, d]``, ``mask [B, 1, L, L]`` bool -> ``[B, L, d]``."""
         batch, length, hidden = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.heads, hidden // self.heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each [B, heads, L, d_head]
-        attended = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        dropout_p = self.dropout if self.training else 0.0
+        if isinstance(mask, str):
+            attended = F.scaled_dot_product_attention(
+                query, key, value, dropout_p=dropout_p, is_causal=mask == CAUSAL
+            )
+        else:
+            attended = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, dropout_p=dropout_p
+            )
         return self.out(attended.transpose(1, 2).reshape(batch, length, hidden))
 
 
@@ -103,7 +119,7 @@ class TransformerBlock(nn.Module):
         self.feed_forward_norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
         """``x [B, L, d]``, ``mask [B, 1, L, L]`` -> ``[B, L, d]``."""
         if self.norm_first:
             x = x + self.dropout(self.attention(self.attention_norm(x), mask))

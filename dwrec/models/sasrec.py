@@ -22,6 +22,7 @@ from torch import nn
 
 from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch
 from dwrec.models.layers import (
+    Mask,
     MultiHeadSelfAttention,
     attention_mask,
     check_transformer_config,
@@ -47,7 +48,7 @@ class SASRecBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Mask, tokens: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attention(self.attention_norm(x), mask))
         x = x + self.dropout(self.ffn(self.ffn_norm(x)))
         return zero_padding(x, tokens)
