@@ -58,6 +58,15 @@ for _name in COMMAND_MODULES:
     _module.register(app)
 
 
+def _click():
+    """Click itself, or the copy that recent Typer releases vendor as ``typer._click``."""
+    try:
+        import click
+    except ModuleNotFoundError:
+        from typer import _click as click
+    return click
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dwrec`` console script."""
     try:
@@ -73,15 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # typer.Exit / click usage errors
         return int(exc.code or 0)
     except Exception as exc:  # click exceptions carry their own exit codes
-        import click
-
+        click = _click()
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, typer.Abort):
             err_console.print("[yellow]aborted[/]")
             return 1
-        if isinstance(exc, click.exceptions.Exit):
+        if isinstance(exc, typer.Exit):
             return exc.exit_code
         raise
     return 0

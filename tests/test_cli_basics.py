@@ -45,3 +45,14 @@ def test_synthetic_flags_are_refused_for_real_datasets(tmp_path, capsys):
 def test_datasets_lists_known_sources(capsys):
     assert main(["datasets"]) == 0
     assert "synthetic" in capsys.readouterr().out
+
+
+def test_usage_errors_print_usage_not_a_traceback(capsys):
+    assert main(["train", "an-unexpected-positional"]) == 2
+    err = capsys.readouterr().err
+    assert "unexpected extra argument" in err and "Traceback" not in err
+
+
+def test_misspelt_flag_suggests_the_right_one(capsys):
+    assert main(["train", "--hiddne", "3"]) == 2
+    assert "--hidden" in capsys.readouterr().err
