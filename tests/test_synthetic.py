@@ -21,7 +21,7 @@ def test_default_size_and_seeded_reproducibility(default_data):
     assert interactions.equals(again)
     other, _ = generate({"seed": 1})
     assert not interactions.equals(other)
-    assert 40_000 < interactions.num_rows < 120_000
+    assert 20_000 < interactions.num_rows < 40_000
 
 
 def test_domain_sizes_follow_a_power_law_with_domains_under_one_percent(default_data):

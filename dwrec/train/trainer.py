@@ -449,20 +449,23 @@ class Trainer:
         self.epoch_positions += n_positions
         self.epoch_sequences += len(window_index)
 
-    def _end_epoch(self) -> None:
+    def _validate(self) -> dict[str, float]:
+        """Validation metrics at K=10 (early stopping reads ``ndcg@10``)."""
         from dwrec.eval.evaluator import evaluate_model
 
-        self.epoch += 1
-        settings = self.config.train
-        valid = evaluate_model(
+        return evaluate_model(
             self.model,
             self.run_info.dataset,
             self.run_info.split,
             which="valid",
             ks=(10,),
-            batch_size=settings.eval_batch_size,
+            batch_size=self.config.train.eval_batch_size,
             device=self.device,
         )
+
+    def _end_epoch(self) -> None:
+        self.epoch += 1
+        valid = self._validate()
         seconds = self.epoch_seconds
         record = {
             "epoch": self.epoch,
@@ -492,20 +495,10 @@ class Trainer:
 
     def _fit_untrainable(self) -> None:
         """Models without gradient training (pop): fit, validate once, write model.pt."""
-        from dwrec.eval.evaluator import evaluate_model
-
         counts = training_item_counts(self.run_info.dataset, self.run_info.split)
         self.model.fit(counts)
         clock = time.perf_counter()
-        valid = evaluate_model(
-            self.model,
-            self.run_info.dataset,
-            self.run_info.split,
-            which="valid",
-            ks=(10,),
-            batch_size=self.config.train.eval_batch_size,
-            device=self.device,
-        )
+        valid = self._validate()
         record = {
             "epoch": 0,
             "step": 0,
