@@ -56,3 +56,9 @@ def test_usage_errors_print_usage_not_a_traceback(capsys):
 def test_misspelt_flag_suggests_the_right_one(capsys):
     assert main(["train", "--hiddne", "3"]) == 2
     assert "--hidden" in capsys.readouterr().err
+
+
+def test_help_shows_bracketed_defaults_instead_of_eating_them(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "[sasrec]" in out and "[loo]" in out

@@ -37,13 +37,13 @@ def register(app: typer.Typer) -> None:
             None, "--dataset", help="Dataset dir or prepared name \\[default: the latest prepared]."
         ),
         model: str = typer.Option(
-            None, "--model", help="sasrec, bert4rec, gru4rec, pinnerformer, pop [sasrec]."
+            None, "--model", help="sasrec, bert4rec, gru4rec, pinnerformer, pop \\[sasrec]."
         ),
         loss: str = typer.Option(
             None,
             "--loss",
             help="Objective (ce, sampled-softmax, bce, gbce, dsl, mml) or domain weighting "
-            "(generic, fixed, dynamic, adc; composed with --objective) [ce].",
+            "(generic, fixed, dynamic, adc; composed with --objective) \\[ce].",
         ),
         out: Path = typer.Option(
             None, "--out", help="Run dir \\[default: runs/<dataset>-<model>-<loss>-s<seed>]."
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         resume: Path = typer.Option(
             None, "--resume", help="Continue the stopped run RUN from its last.pt."
         ),
-        label: str = typer.Option(None, "--label", help="Label in reports [<model>+<loss>]."),
+        label: str = typer.Option(None, "--label", help="Label in reports \\[<model>+<loss>]."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or epoch lines."),
         # model
         hidden: int = typer.Option(
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(None, "--seed", help="Random seed [0].", rich_help_panel=TRAINING),
         split: str = typer.Option(
-            None, "--split", help="loo or ratio [loo].", rich_help_panel=TRAINING
+            None, "--split", help="loo or ratio \\[loo].", rich_help_panel=TRAINING
         ),
         patience: int = typer.Option(
             None,
@@ -103,16 +103,16 @@ def register(app: typer.Typer) -> None:
             rich_help_panel=TRAINING,
         ),
         device: str = typer.Option(
-            None, "--device", help="auto, cpu, cuda or cuda:N [auto].", rich_help_panel=TRAINING
+            None, "--device", help="auto, cpu, cuda or cuda:N \\[auto].", rich_help_panel=TRAINING
         ),
         compile: bool = typer.Option(
             None,
             "--compile/--no-compile",
-            help="torch.compile the model [no].",
+            help="torch.compile the model \\[no].",
             rich_help_panel=TRAINING,
         ),
         amp: bool = typer.Option(
-            None, "--amp/--no-amp", help="bf16 autocast on CUDA [amp].", rich_help_panel=TRAINING
+            None, "--amp/--no-amp", help="bf16 autocast on CUDA \\[amp].", rich_help_panel=TRAINING
         ),
         eval_batch_size: int = typer.Option(
             None, "--eval-batch-size", help="Validation batch size [512].", rich_help_panel=TRAINING
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         objective: str = typer.Option(
             None,
             "--objective",
-            help="Objective under a domain weighting [ce].",
+            help="Objective under a domain weighting \\[ce].",
             rich_help_panel=LOSS,
         ),
         negatives: int = typer.Option(
@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
             None, "--weight-alpha", help="(1/f)^alpha [1.0].", rich_help_panel=LOSS
         ),
         weight_scale: str = typer.Option(
-            None, "--weight-scale", help="power or log [power].", rich_help_panel=LOSS
+            None, "--weight-scale", help="power or log \\[power].", rich_help_panel=LOSS
         ),
         w_min: float = typer.Option(
             None, "--w-min", help="Lower weight bound [0.25].", rich_help_panel=LOSS
@@ -157,16 +157,16 @@ def register(app: typer.Typer) -> None:
         sparsity_signal: str = typer.Option(
             None,
             "--sparsity-signal",
-            help="interactions, users or entropy [interactions].",
+            help="interactions, users or entropy \\[interactions].",
             rich_help_panel=LOSS,
         ),
         multi_domain: str = typer.Option(
-            None, "--multi-domain", help="max or mean [max].", rich_help_panel=LOSS
+            None, "--multi-domain", help="max or mean \\[max].", rich_help_panel=LOSS
         ),
         weight_reduction: str = typer.Option(
             None,
             "--weight-reduction",
-            help="normalized or mean [normalized].",
+            help="normalized or mean \\[normalized].",
             rich_help_panel=LOSS,
         ),
         dsl_lh: float = typer.Option(
