@@ -20,7 +20,7 @@ ratio near 1 means the whole of prepare costs about one plain read.
 Usage::
 
     python benchmarks/prepare_speed.py [--repeats 5] [--large [--large-rows N]]
-                                       [--write docs/performance.md]
+                                       [--write FILE]
 """
 
 from __future__ import annotations

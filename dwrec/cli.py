@@ -49,13 +49,7 @@ def _root(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"dwrec.commands.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"dwrec.commands.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"dwrec.commands.{_name}").register(app)
 
 
 def _click():

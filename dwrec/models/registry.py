@@ -15,7 +15,6 @@ from dwrec.models.base import ModelConfig, SequentialModel
 
 _MODULES = ("sasrec", "bert4rec", "gru4rec", "pinnerformer", "pop")
 _REGISTRY: dict[str, type[SequentialModel]] = {}
-_loaded = False
 
 
 def register(cls: type[SequentialModel]) -> type[SequentialModel]:
@@ -27,16 +26,9 @@ def register(cls: type[SequentialModel]) -> type[SequentialModel]:
 
 
 def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
+    """Import every module of the registry (each registers itself; imports are cached)."""
     for module in _MODULES:
-        try:
-            importlib.import_module(f"dwrec.models.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"dwrec.models.{module}":
-                raise
-    _loaded = True
+        importlib.import_module(f"dwrec.models.{module}")
 
 
 def model_names() -> list[str]:

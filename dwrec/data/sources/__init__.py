@@ -66,7 +66,6 @@ class SourceSpec:
 
 _REGISTRY: dict[str, SourceSpec] = {}
 _MODULES = ("synthetic", "movielens", "lastfm", "amazon", "yelp")
-_loaded = False
 
 
 def register(spec: SourceSpec) -> SourceSpec:
@@ -77,16 +76,9 @@ def register(spec: SourceSpec) -> SourceSpec:
 
 
 def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
+    """Import every module of the registry (each registers itself; imports are cached)."""
     for module in _MODULES:
-        try:
-            importlib.import_module(f"dwrec.data.sources.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"dwrec.data.sources.{module}":
-                raise
-    _loaded = True
+        importlib.import_module(f"dwrec.data.sources.{module}")
 
 
 def all_sources() -> list[SourceSpec]:
