@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from dwrec.errors import UsageError
-from dwrec.io import read_json
 
 LOSSES = ("generic", "fixed", "dynamic")
 
@@ -128,7 +127,5 @@ def _train_or_resume(
     options: dict[str, Any] = dict(QUICK_TRAIN, seed=seed, epochs=epochs, device=device)
     if loss == "fixed":
         options["weight_domains"] = fixed_domains
-    config = read_json(dataset / "dataset.json")
-    del config  # the dataset's name and fingerprint go into the run's config.json
     dwrec.train(dataset, model="sasrec", loss=loss, out=run_dir, quiet=True,
                 callback=callback, **options)  # fmt: skip
