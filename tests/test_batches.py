@@ -28,3 +28,17 @@ def test_trimmed_batch_gives_the_same_user_states(name):
         full = model.user_state(tokens)
         trimmed = model.user_state(trim_leading_padding(tokens))
     torch.testing.assert_close(full, trimmed, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_sasrec_user_state_computes_only_the_last_position_but_equals_the_full_forward(padded):
+    torch.manual_seed(1)
+    model = build_model("sasrec", 40, ModelConfig(hidden=16, heads=2, layers=3, max_len=10)).eval()
+    tokens = torch.randint(1, 41, (4, 10))
+    if padded:
+        tokens[0, :6] = 0
+        tokens[2, :9] = 0
+    with torch.no_grad():
+        full = model(tokens)[:, -1, :]
+        last_only = model.user_state(tokens)
+    torch.testing.assert_close(last_only, full, rtol=1e-5, atol=1e-5)

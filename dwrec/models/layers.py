@@ -84,6 +84,25 @@ class MultiHeadSelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
 
+    def last_query(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
+        """Attention output of the last position only: ``x [B, L, d]`` -> ``[B, 1, d]``.
+
+        Equals ``forward(x, mask)[:, -1:]`` without computing the other queries (ranking
+        needs only the last state; keys and values still come from every position)."""
+        batch, length, hidden = x.shape
+        head = hidden // self.heads
+        weight, bias = self.qkv.weight, self.qkv.bias
+        query = F.linear(x[:, -1:], weight[:hidden], bias[:hidden])
+        key_value = F.linear(x, weight[hidden:], bias[hidden:]).view(
+            batch, length, 2, self.heads, head
+        )
+        key, value = key_value.permute(2, 0, 3, 1, 4)
+        query = query.view(batch, 1, self.heads, head).transpose(1, 2)
+        # The last query may see every real key (causal or not): keep only its mask row.
+        last_mask = None if isinstance(mask, str) else mask[:, :, -1:, :]
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=last_mask)
+        return self.out(attended.transpose(1, 2).reshape(batch, 1, hidden))
+
     def forward(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
         """``x [B, L, d]``, ``mask [B, 1, L, L]`` bool -> ``[B, L, d]``."""
         batch, length, hidden = x.shape

@@ -53,6 +53,11 @@ class SASRecBlock(nn.Module):
         x = x + self.dropout(self.ffn(self.ffn_norm(x)))
         return zero_padding(x, tokens)
 
+    def last_position(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
+        """``forward(...)[:, -1:]`` computed for the last position only (``[B, 1, d]``)."""
+        last = x[:, -1:] + self.dropout(self.attention.last_query(self.attention_norm(x), mask))
+        return last + self.dropout(self.ffn(self.ffn_norm(last)))
+
 
 @register
 class SASRec(SequentialModel):
@@ -77,17 +82,19 @@ class SASRec(SequentialModel):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, L]`` (``L <= max_len``, left-padded with 0) -> hidden ``[B, L, d]``;
         zero at padded positions. Position ``t`` sees only tokens ``<= t``."""
+        x, mask = self._embed(tokens)
+        for block in self.blocks:
+            x = block(x, mask, tokens)
+        return zero_padding(self.final_norm(x), tokens)
+
+    def _embed(self, tokens: torch.Tensor) -> tuple[torch.Tensor, Mask]:
         if tokens.shape[1] > self.config.max_len:
             raise ValueError(
                 f"sequence length {tokens.shape[1]} exceeds max_len {self.config.max_len}"
             )
         x = self.item_embedding(tokens) * math.sqrt(self.config.hidden)
         x = x + self.position_embedding(positions_from_start(tokens))
-        x = zero_padding(self.input_dropout(x), tokens)
-        mask = attention_mask(tokens, causal=True)
-        for block in self.blocks:
-            x = block(x, mask, tokens)
-        return zero_padding(self.final_norm(x), tokens)
+        return zero_padding(self.input_dropout(x), tokens), attention_mask(tokens, causal=True)
 
     def training_batch(self, windows: torch.Tensor, generator: torch.Generator) -> TrainingBatch:
         """Next-item targets: inputs ``windows[:, :-1]``, targets ``windows[:, 1:] - 1``,
@@ -95,7 +102,13 @@ class SASRec(SequentialModel):
         return TrainingBatch(*next_item_batch(windows))
 
     def user_state(self, history: torch.Tensor) -> torch.Tensor:
-        return self.forward(history[:, -self.config.max_len :])[:, -1, :]
+        """The last position's state; the final block computes that position only."""
+        tokens = history[:, -self.config.max_len :]
+        x, mask = self._embed(tokens)
+        for block in self.blocks[:-1]:
+            x = block(x, mask, tokens)
+        last = self.blocks[-1].last_position(x, mask)[:, 0]
+        return zero_padding(self.final_norm(last), tokens[:, -1:].squeeze(1))
 
     def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """Dot products with the output embeddings: ``[N, n_items]``, or ``[N, C]`` for
