@@ -111,9 +111,10 @@ def _prepare(args: argparse.Namespace):
 def _trainer(args: argparse.Namespace, dataset_dir: Path, run_dir: Path):
     from dwrec.data.dataset import load_dataset
     from dwrec.data.split import make_split
+    from dwrec.devices import resolve_device
     from dwrec.train.config import resolve
     from dwrec.train.progress import TrainingDisplay
-    from dwrec.train.trainer import OpenRun, Trainer, resolve_device
+    from dwrec.train.trainer import OpenRun, Trainer
 
     config = resolve(
         {

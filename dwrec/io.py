@@ -118,6 +118,24 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
         raise DataFormatError(path, f"not a readable Parquet file ({exc})") from None
 
 
+def load_checkpoint(path: str | os.PathLike, missing: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing or unreadable file is a
+    :class:`~dwrec.errors.DataFormatError` (``missing`` says what its absence means)."""
+    import torch
+
+    from dwrec.errors import DataFormatError
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataFormatError(path, missing) from None
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise DataFormatError(
+            path, f"unreadable checkpoint ({exc.__class__.__name__}: {exc})"
+        ) from None
+
+
 def git_commit() -> str | None:
     """The git commit of the dwrec source tree, when it runs from a checkout."""
     root = Path(__file__).resolve().parent.parent

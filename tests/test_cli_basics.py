@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
 from dwrec import __version__
 from dwrec.cli import main
+from dwrec.errors import UsageError
+from dwrec.eval.evaluator import resolve_device as evaluator_device
 
 
 def test_version_prints_the_package_version(capsys):
@@ -62,3 +67,9 @@ def test_help_shows_bracketed_defaults_instead_of_eating_them(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
     assert "[sasrec]" in out and "[loo]" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_evaluate_on_cuda_without_cuda_names_the_flag():
+    with pytest.raises(UsageError, match="--device cuda.*--device cpu"):
+        evaluator_device("cuda")

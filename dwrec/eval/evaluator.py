@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from dwrec import devices
 from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.split import Cases, Split, make_split
 from dwrec.errors import DataFormatError, DwrecError, UsageError
@@ -344,18 +345,14 @@ def _sample_candidates(targets, rows, cols, n_items, opts: _Options, generator) 
 
 
 def resolve_device(device: str | torch.device | None, model=None) -> torch.device:
-    """``auto``/None: the model's device if it has parameters or buffers, else CUDA when available."""
-    if device is None or str(device) == "auto":
-        if model is not None:
-            tensor = next(iter(model.parameters()), None)
-            tensor = tensor if tensor is not None else next(iter(model.buffers()), None)
-            if tensor is not None:
-                return tensor.device
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1)") from None
+    """``auto``/None: the model's device if it has parameters or buffers, else as
+    :func:`dwrec.devices.resolve_device` (which also checks explicit names)."""
+    if (device is None or str(device) == "auto") and model is not None:
+        tensor = next(iter(model.parameters()), None)
+        tensor = tensor if tensor is not None else next(iter(model.buffers()), None)
+        if tensor is not None:
+            return tensor.device
+    return devices.resolve_device("auto" if device is None else device)
 
 
 def _check_ks(ks: Sequence[int]) -> list[int]:

@@ -8,9 +8,8 @@ import difflib
 import importlib
 from pathlib import Path
 
-import torch
-
 from dwrec.errors import DataFormatError, UsageError
+from dwrec.io import load_checkpoint
 from dwrec.models.base import ModelConfig, SequentialModel
 
 _MODULES = ("sasrec", "bert4rec", "gru4rec", "pinnerformer", "pop")
@@ -71,14 +70,7 @@ def load_model(run_dir: str | Path, config: dict, dataset_fingerprint: str) -> S
     """
     run_dir = Path(run_dir)
     path = run_dir / "model.pt"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataFormatError(path, "no model.pt: has this run finished training?") from None
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise DataFormatError(
-            path, f"unreadable checkpoint ({exc.__class__.__name__}: {exc})"
-        ) from None
+    state = load_checkpoint(path, "no model.pt: has this run finished training?")
     if not isinstance(state, dict) or "model_state" not in state:
         raise DataFormatError(path, "not a dwrec checkpoint (no model_state)")
     if state.get("dataset_fingerprint") != dataset_fingerprint:

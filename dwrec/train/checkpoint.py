@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dwrec.errors import DataFormatError
-from dwrec.io import atomic_path
+from dwrec.io import atomic_path, load_checkpoint
 
 LAST = "last.pt"
 BEST = "model.pt"
@@ -31,15 +30,7 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataFormatError(path, "not found: nothing to resume from") from None
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise DataFormatError(
-            path, f"unreadable checkpoint ({exc.__class__.__name__}: {exc})"
-        ) from None
+    return load_checkpoint(path, "not found: nothing to resume from")
 
 
 def best_state(model: torch.nn.Module, n_items: int, fingerprint: str, epoch: int) -> dict:

@@ -32,6 +32,7 @@ import torch
 
 from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.split import Split, make_split
+from dwrec.devices import resolve_device
 from dwrec.errors import DwrecError, UsageError
 from dwrec.io import provenance, read_json, write_json
 from dwrec.losses.base import ObjectiveInput
@@ -194,22 +195,6 @@ def domain_names_in(values: list[str], dataset: Dataset) -> list[str]:
                 dataset.domain_index(piece)  # raises with "did you mean"
                 names.append(piece)
     return list(dict.fromkeys(names))
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is a usage error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise UsageError(
-            f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}, "
-            f"{build}); use --device cpu (or --device auto)"
-        )
-    device = torch.device(name)
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def claim_run_dir(config: RunConfig, dataset_name: str) -> Path:

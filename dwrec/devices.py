@@ -1,0 +1,28 @@
+"""Turning ``--device`` into a ``torch.device``, the same way for every command."""
+
+from __future__ import annotations
+
+import torch
+
+from dwrec.errors import UsageError
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU. ``cuda`` without CUDA, an index past the
+    devices there are, or a name torch does not know is a usage error naming the flag."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise UsageError(
+            f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}, "
+            f"{build}); use --device cpu (or --device auto)"
+        )
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
