@@ -248,40 +248,161 @@ def run_recbole(
     ``split_check`` (RecBole's held-out cases equal the export's), ``per_case`` (user,
     target, rank lists, dwrec ids), versions and the resolved config.
     """
+    with tempfile.TemporaryDirectory(prefix="recbole-run-") as scratch:
+        scratch_dir = Path(scratch)
+        command, env = _prepare_run(
+            scratch_dir,
+            "driver.py",
+            dataset_atomic_dir,
+            name,
+            config,
+            threads=threads,
+            venv_path=venv_path,
+        )
+        completed = subprocess.run(command, cwd=scratch_dir, env=env)
+        result_path = scratch_dir / "result.json"
+        if completed.returncode != 0 or not result_path.exists():
+            raise RecBoleError(f"the RecBole run failed (exit code {completed.returncode})")
+        return json.loads(result_path.read_text())
+
+
+class RecBoleSession:
+    """A RecBole SASRec process (:data:`SPEED_DRIVER`) that times one operation per request.
+
+    Built once (``create_dataset`` + ``data_preparation`` + a randomly initialised SASRec
+    + RecBole's ``Trainer``), then driven step by step, so a benchmark can interleave dwrec
+    and RecBole timings on a shared, noisy machine: while dwrec runs, this process waits on
+    its stdin and uses no CPU. Requests (dicts; see :meth:`call`):
+
+    * ``{"op": "train", "batches": n}``: ``Trainer._train_epoch`` over the next ``n``
+      batches of the training loader (epochs continue across requests, reshuffled as
+      RecBole does). Returns ``seconds``, ``samples`` (prefix samples = loss positions),
+      ``batches_total``, ``epochs_total`` (fractional).
+    * ``{"op": "eval", "split": "test" | "valid", "masked": bool}``: one full-sort pass,
+      ``Trainer.evaluate``. Unmasked = RecBole's own protocol and code, untouched; masked =
+      the harness's history mask and dwrec's tie rule (:data:`DRIVER`'s trainer), which also
+      returns ``ndcg@10`` and ``recall@10`` from dwrec-rule ranks. Returns ``seconds``.
+    * ``{"op": "rss"}``: ``peak_rss_bytes`` of the RecBole process.
+
+    :attr:`info` (sent once ready) holds ``data_seconds``, ``train_samples``,
+    ``train_batches_per_epoch``, ``test_cases``, ``valid_cases``, ``n_items``, ``threads``
+    and ``versions``.
+    """
+
+    def __init__(
+        self,
+        dataset_atomic_dir: str | os.PathLike,
+        name: str,
+        config: dict[str, Any],
+        *,
+        threads: int,
+        venv_path: str | os.PathLike = DEFAULT_VENV,
+    ):
+        scratch = tempfile.TemporaryDirectory(prefix="recbole-session-")
+        try:
+            command, env = _prepare_run(
+                Path(scratch.name),
+                "speed_driver.py",
+                dataset_atomic_dir,
+                name,
+                config,
+                threads=threads,
+                venv_path=venv_path,
+            )
+        except BaseException:
+            scratch.cleanup()
+            raise
+        self._scratch = scratch
+        self._process = subprocess.Popen(
+            command,
+            cwd=scratch.name,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.info = self._receive()
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send one request; wait for its result."""
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the process has ended: _receive reads end-of-file and says how
+        answer = self._receive()
+        if "error" in answer:
+            raise RecBoleError(f"RecBole driver: {answer['error']}")
+        return answer
+
+    def _receive(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            code = self._process.wait()
+            self.close()
+            raise RecBoleError(f"the RecBole process ended (exit code {code})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        """End the process (end of its input) and remove its scratch folder."""
+        if self._process.poll() is None:
+            try:
+                assert self._process.stdin is not None
+                self._process.stdin.close()
+                self._process.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self._process.kill()
+                self._process.wait()
+        self._scratch.cleanup()
+
+    def __enter__(self) -> RecBoleSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _prepare_run(
+    scratch_dir: Path,
+    script: str,
+    dataset_atomic_dir: str | os.PathLike,
+    name: str,
+    config: dict[str, Any],
+    *,
+    threads: int,
+    venv_path: str | os.PathLike,
+) -> tuple[list[str], dict[str, str]]:
+    """Write the drivers and ``spec.json`` into ``scratch_dir``; return command and env."""
     atomic_dir = Path(dataset_atomic_dir).resolve()
     if atomic_dir.name != name or not (atomic_dir / f"{name}.inter").exists():
         raise UsageError(f"{atomic_dir}: expected {name}.inter in a folder named {name!r}")
     if threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
-    python = venv_python(venv_path).resolve()
+    # Not .resolve(): a venv's bin/python is a symlink to the base interpreter, and only
+    # the link's own path makes Python use the venv's site-packages.
+    python = venv_python(venv_path).absolute()
     if not python.exists():
         raise RecBoleError(f"no RecBole venv at {venv_path}: call ensure_venv() first")
     env = dict(os.environ)
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[variable] = str(threads)
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    with tempfile.TemporaryDirectory(prefix="recbole-run-") as scratch:
-        scratch_dir = Path(scratch)
-        spec = {
-            "name": name,
-            "threads": threads,
-            "config": {
-                **config,
-                "data_path": str(atomic_dir.parent),
-                "checkpoint_dir": str(scratch_dir / "saved"),
-            },
-        }
-        (scratch_dir / "spec.json").write_text(json.dumps(spec))
-        (scratch_dir / "driver.py").write_text(DRIVER)
-        result_path = scratch_dir / "result.json"
-        completed = subprocess.run(
-            [str(python), "driver.py", "spec.json", str(result_path)],
-            cwd=scratch_dir,
-            env=env,
-        )
-        if completed.returncode != 0 or not result_path.exists():
-            raise RecBoleError(f"the RecBole run failed (exit code {completed.returncode})")
-        return json.loads(result_path.read_text())
+    spec = {
+        "name": name,
+        "threads": threads,
+        "config": {
+            **config,
+            "data_path": str(atomic_dir.parent),
+            "checkpoint_dir": str(scratch_dir / "saved"),
+        },
+    }
+    (scratch_dir / "spec.json").write_text(json.dumps(spec))
+    # speed_driver.py imports the harness trainer and helpers from driver.py.
+    (scratch_dir / "driver.py").write_text(DRIVER)
+    (scratch_dir / "speed_driver.py").write_text(SPEED_DRIVER)
+    return [str(python), script, "spec.json", str(scratch_dir / "result.json")], env
 
 
 DRIVER = r'''
@@ -504,4 +625,145 @@ if __name__ == "__main__":
     spec_path, result_path = sys.argv[1], sys.argv[2]
     sys.argv = sys.argv[:1]  # RecBole's Config parses the command line for --key=value
     main(spec_path, result_path)
+'''
+
+
+SPEED_DRIVER = r'''
+"""RecBole SASRec speed driver (runs inside the RecBole venv; written by benchmarks/_recbole.py).
+
+Builds RecBole's data, SASRec and Trainer once, sends its setup figures as one JSON line,
+then answers one JSON request per stdin line with one JSON line (see RecBoleSession in
+_recbole.py), timing RecBole's own code paths. Its log goes to stderr.
+"""
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+PROTOCOL = sys.stdout
+sys.stdout = sys.stderr  # anything RecBole prints must not mix with the protocol
+
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.model.sequential_recommender import SASRec
+from recbole.trainer import Trainer
+from recbole.utils import init_seed
+
+from driver import HarnessTrainer, evaluate_pass, history_csr, log, metrics_from_ranks, sequences
+
+
+class BatchStream:
+    """Batches of a RecBole train loader drawn in chunks; a new epoch (reshuffled) starts
+    when one runs out, so chunks of any size walk through whole epochs in order."""
+
+    def __init__(self, loader):
+        self.loader, self.iterator = loader, iter(loader)
+        self.samples = self.batches = 0
+
+    def take(self, n):
+        return Chunk(self, n)
+
+    def next_batch(self):
+        try:
+            batch = next(self.iterator)
+        except StopIteration:
+            self.iterator = iter(self.loader)
+            batch = next(self.iterator)
+        self.samples += batch.length
+        self.batches += 1
+        return batch
+
+
+class Chunk:
+    """What ``Trainer._train_epoch`` iterates over: ``n`` batches of a :class:`BatchStream`."""
+
+    shuffle = False  # read by _train_epoch only in distributed mode
+
+    def __init__(self, stream, n):
+        self.stream, self.n = stream, n
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        for _ in range(self.n):
+            yield self.stream.next_batch()
+
+
+def send(message):
+    PROTOCOL.write(json.dumps(message) + "\n")
+    PROTOCOL.flush()
+
+
+def main(spec_path):
+    spec = json.load(open(spec_path))
+    torch.set_num_threads(spec["threads"])
+    config = Config(model="SASRec", dataset=spec["name"], config_dict=spec["config"])
+    init_seed(config["seed"], config["reproducibility"])
+    started = time.perf_counter()
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    data_seconds = time.perf_counter() - started
+    log(f"data ready in {data_seconds:.1f}s: {len(train_data._dataset)} training samples")
+    init_seed(config["seed"], config["reproducibility"])
+    model = SASRec(config, train_data._dataset).to(config["device"])
+
+    indptr, items = sequences(dataset)
+    tokens = dataset.field2id_token[dataset.iid_field]
+    dwrec_item_ids = np.array([-1] + [int(t) for t in tokens[1:]], dtype=np.int64)
+    histories = {"valid": history_csr(indptr, items, 2), "test": history_csr(indptr, items, 1)}
+    trainer = HarnessTrainer(config, model, histories, dwrec_item_ids)  # trains; masked eval
+    plain = Trainer(config, model)  # RecBole's own full sort, untouched
+    stream = BatchStream(train_data)
+    loaders = {"valid": valid_data, "test": test_data}
+    send(
+        {
+            "data_seconds": data_seconds,
+            "train_samples": len(train_data._dataset),
+            "train_batches_per_epoch": len(train_data),
+            "valid_cases": len(valid_data._dataset),
+            "test_cases": len(test_data._dataset),
+            "n_items": dataset.item_num - 1,
+            "threads": torch.get_num_threads(),
+            "versions": {"recbole": __import__("recbole").__version__, "torch": torch.__version__},
+        }
+    )
+    for line in sys.stdin:
+        request = json.loads(line)
+        op = request["op"]
+        if op == "train":
+            before = stream.samples
+            started = time.perf_counter()
+            trainer._train_epoch(stream.take(request["batches"]), stream.batches)
+            seconds = time.perf_counter() - started
+            send(
+                {
+                    "seconds": seconds,
+                    "samples": stream.samples - before,
+                    "batches_total": stream.batches,
+                    "epochs_total": stream.batches / len(train_data),
+                }
+            )
+        elif op == "eval" and not request["masked"]:
+            started = time.perf_counter()
+            plain.evaluate(loaders[request["split"]], load_best_model=False)
+            send({"seconds": time.perf_counter() - started})
+        elif op == "eval":
+            _, seconds, _, _, ranks = evaluate_pass(
+                trainer, loaders[request["split"]], request["split"], False
+            )
+            send({"seconds": seconds, **metrics_from_ranks(ranks)})
+        elif op == "rss":
+            send({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+        else:
+            send({"error": f"unknown request {request!r}"})
+
+
+if __name__ == "__main__":
+    spec_path = sys.argv[1]
+    sys.argv = sys.argv[:1]  # RecBole's Config parses the command line for --key=value
+    main(spec_path)
 '''

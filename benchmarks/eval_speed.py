@@ -1,4 +1,4 @@
-"""Full-ranking evaluation speed of a SASRec-sized model, against a naive per-user loop.
+"""Full-ranking evaluation speed of a SASRec-sized model, against RecBole and a naive loop.
 
 Measures, on the test cases (leave-one-out) of
   (a) the ML-1M excerpt in ../shared/data/ml-1m, 5-core (2,999 users, 3,266 items), and
@@ -10,13 +10,21 @@ Measures, on the test cases (leave-one-out) of
   vector each, history set to -inf in a loop, a stable argsort, and the target's position.
   The ratio naive / dwrec is printed.
 
+``--recbole`` also times RecBole 1.2.1's full-sort evaluation (``Trainer.evaluate`` on its
+test loader) of its SASRec of the same size, on the same interactions exported as atomic
+files, in its own venv with the same torch thread count (see ``_recbole.py``); best of
+``--repeats`` like dwrec's, each RecBole pass right after a dwrec pass (one RecBole process
+serves them, so load changes on a shared machine hit both alike). RecBole's own protocol
+masks nothing; one pass with the harness's history mask is timed too. RecBole's data preparation (which also builds every
+test case's padded history) is reported apart and not counted in either time.
+
 ``--large`` also checks memory on a 1M-item catalogue (chunked scoring): peak RSS of a child
 process that ranks 512 cases against 1,000,000 items with top-10.
 
 The model is dwrec's SASRec (hidden 64, 2 layers, 2 heads, max_len 200), randomly
 initialised: evaluation cost does not depend on the weights.
 
-    python benchmarks/eval_speed.py [--threads 2] [--repeats 3] [--large] [--write FILE]
+    python benchmarks/eval_speed.py [--threads 2] [--repeats 3] [--recbole] [--large] [--write FILE]
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +55,10 @@ def main() -> None:
     parser.add_argument("--naive-cases", type=int, default=1000, help="cases timed naively")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--large", action="store_true", help="1M-item memory check")
+    parser.add_argument(
+        "--recbole", action="store_true", help="time RecBole's full-sort evaluation too"
+    )
+    parser.add_argument("--venv", type=Path, help="RecBole venv (default .bench/recbole-venv)")
     parser.add_argument("--write", type=Path, help="also write the markdown table here")
     parser.add_argument("--large-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -55,8 +68,12 @@ def main() -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, dataset in datasets(Path(tmp)):
-            rows.append(measure(label, dataset, args))
+        for index, (label, dataset) in enumerate(datasets(Path(tmp))):
+            if args.recbole:
+                with recbole_session(dataset, f"dwrec_eval{index}", Path(tmp), args) as session:
+                    rows.append(measure(label, dataset, args, session))
+            else:
+                rows.append(measure(label, dataset, args))
     large = run_large(args) if args.large else None
     text = markdown(rows, large, args)
     print(text)
@@ -156,7 +173,10 @@ def naive_ranking(model, dataset, cases, states, n_cases: int) -> np.ndarray:
     return np.asarray(ranks)
 
 
-def measure(label: str, dataset, args) -> dict:
+def measure(label: str, dataset, args, recbole=None) -> dict:
+    """dwrec's timings on ``dataset``; with a :class:`_recbole.RecBoleSession`, RecBole's
+    full-sort pass is timed right after each dwrec pass (interleaved, so both see the same
+    machine load), and once with the harness's history mask."""
     from dwrec.data.split import make_split
     from dwrec.eval.evaluator import evaluate_model
 
@@ -164,9 +184,14 @@ def measure(label: str, dataset, args) -> dict:
     split = make_split(dataset, "loo")
     cases = split.test
     model = sasrec(dataset.n_items).to(device)
-    full = best_of(
-        args.repeats, lambda: evaluate_model(model, dataset, split, "test", (10,), device=device)
-    )
+    full_times, recbole_times = [], []
+    for _ in range(args.repeats):
+        full_times.append(
+            best_of(1, lambda: evaluate_model(model, dataset, split, "test", (10,), device=device))
+        )
+        if recbole is not None:
+            recbole_times.append(recbole.call({"op": "eval", "split": "test", "masked": False}))
+    full = min(full_times)
     states = user_states(model, dataset, cases, device)
     ranking = best_of(args.repeats, lambda: dwrec_ranking(model, dataset, cases, states, device))
     n_naive = min(args.naive_cases, len(cases))
@@ -185,7 +210,33 @@ def measure(label: str, dataset, args) -> dict:
         "naive_s": naive,
         "naive_timed_cases": n_naive,
         "ranks_agree": bool(np.array_equal(fast, slow)),
+        "full_times": full_times,
+        **({"recbole": recbole_figures(recbole, recbole_times)} if recbole is not None else {}),
     }
+
+
+def recbole_figures(session, times: list[dict]) -> dict:
+    masked = session.call({"op": "eval", "split": "test", "masked": True})
+    return {
+        **session.info,
+        "seconds": min(t["seconds"] for t in times),
+        "times": [t["seconds"] for t in times],
+        "masked_seconds": masked["seconds"],
+        "peak_rss_bytes": session.call({"op": "rss"})["peak_rss_bytes"],
+    }
+
+
+def recbole_session(dataset, name: str, tmp: Path, args):
+    """A RecBole process holding its SASRec (hidden 64, 2 layers, 2 heads, length 200,
+    random weights) and its loaders for ``dataset`` exported as atomic files."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _recbole
+
+    venv = args.venv or ROOT / _recbole.DEFAULT_VENV
+    _recbole.ensure_venv(venv)
+    atomic = _recbole.export_atomic(dataset.path, tmp / "atomic", name)
+    config = _recbole.sasrec_config(epochs=1, patience=1, batch_size=128, max_len=200)
+    return _recbole.RecBoleSession(atomic, name, config, threads=args.threads, venv_path=venv)
 
 
 def large_child(device: str) -> dict:
@@ -251,12 +302,15 @@ def machine() -> str:
 
 
 def markdown(rows: list[dict], large: dict | None, args) -> str:
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     lines = [
         "## Full-ranking evaluation speed (dwrec.eval)",
         "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the "
+        f"end: {load}",
         f"- machine: {machine()}; device {args.device}",
         f"- command: `python benchmarks/eval_speed.py {' '.join(sys.argv[1:])}`".rstrip(),
-        "- model: dwrec SASRec, hidden 64, 2 layers, 2 heads, max_len 200 (random weights)",
+        "- model: SASRec, hidden 64, 2 layers, 2 heads, max_len 200 (random weights)",
         f"- times: best of {args.repeats}; naive = per-case Python loop + argsort, timed on "
         "the first cases and scaled to all",
         "",
@@ -271,6 +325,39 @@ def markdown(rows: list[dict], large: dict | None, args) -> str:
             f"{row['ranking_s']:.3f} | {row['naive_s']:.2f} | "
             f"{row['naive_s'] / row['ranking_s']:.0f}x | {row['ranks_agree']} |"
         )
+    if any("recbole" in row for row in rows):
+        versions = next(row["recbole"]["versions"] for row in rows if "recbole" in row)
+        lines += [
+            "",
+            f"Against RecBole {versions['recbole']} (torch {versions['torch']}, same threads), "
+            "same run, full sort over every item, one test case per user:",
+            "",
+            "| dataset | test cases (dwrec / RecBole) | items (dwrec / RecBole) "
+            "| dwrec evaluate_model (s) | RecBole full sort (s) | RecBole / dwrec "
+            "| per pair: median (min-max) | RecBole + history mask (s) "
+            "| RecBole data preparation (s) |",
+            "|---|---:|---:|---:|---:|---:|---|---:|---:|",
+        ]
+        for row in rows:
+            theirs = row.get("recbole")
+            if theirs is None:
+                continue
+            pairs = sorted(r / d for r, d in zip(theirs["times"], row["full_times"], strict=True))
+            lines.append(
+                f"| {row['dataset']} | {row['cases']:,} / {theirs['test_cases']:,} | "
+                f"{row['items']:,} / {theirs['n_items']:,} | {row['full_s']:.3f} | "
+                f"{theirs['seconds']:.3f} | **{theirs['seconds'] / row['full_s']:.1f}x** | "
+                f"{statistics.median(pairs):.1f}x ({pairs[0]:.1f}-{pairs[-1]:.1f}) | "
+                f"{theirs['masked_seconds']:.3f} | {theirs['data_seconds']:.1f} |"
+            )
+        lines += [
+            "",
+            "Ratios: best RecBole pass / best dwrec pass; per pair: each RecBole pass against "
+            "the dwrec pass just before it. Evaluation batches: dwrec 256 cases, RecBole 512 "
+            "(`eval_batch_size`). RecBole's data preparation also builds every test case's "
+            "padded history tensor (dwrec builds them inside `evaluate_model`, so inside its "
+            "time).",
+        ]
     if large:
         lines += [
             "",

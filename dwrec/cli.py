@@ -64,7 +64,10 @@ def _click():
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dwrec`` console script."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        # without standalone mode click *returns* a typer.Exit's code instead of raising it
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code
     except DwrecError as exc:
         err_console.print(
             f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True

@@ -131,9 +131,25 @@ def load_checkpoint(path: str | os.PathLike, missing: str) -> Any:
     except FileNotFoundError:
         raise DataFormatError(path, missing) from None
     except Exception as exc:  # torch raises many types for corrupt files
-        raise DataFormatError(
-            path, f"unreadable checkpoint ({exc.__class__.__name__}: {exc})"
-        ) from None
+        raise DataFormatError(path, _checkpoint_problem(exc)) from None
+
+
+def _checkpoint_problem(exc: Exception) -> str:
+    """One line saying why ``torch.load`` failed (torch's own messages span many lines and
+    carry terminal colour codes)."""
+    import re
+
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        what = f"it refers to {found.group(1)}" if found else "it holds more than tensors"
+        return (
+            f"refused by torch.load(weights_only=True): {what}; dwrec checkpoints hold only "
+            "tensors, numbers, strings and containers, and dwrec never unpickles other objects"
+        )
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"unreadable checkpoint ({exc.__class__.__name__}: {text}); is the file truncated?"
 
 
 def git_commit() -> str | None:

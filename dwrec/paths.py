@@ -58,7 +58,10 @@ def most_recent_dataset() -> Path | None:
     root = datasets_dir()
     if not root.is_dir():
         return None
-    candidates = [p for p in root.iterdir() if (p / "dataset.json").exists()]
+    # Names starting with "." are temporary folders of a prepare that was killed mid-write.
+    candidates = [
+        p for p in root.iterdir() if not p.name.startswith(".") and (p / "dataset.json").exists()
+    ]
     if not candidates:
         return None
     return max(candidates, key=lambda p: (p / "dataset.json").stat().st_mtime)

@@ -117,6 +117,13 @@ def register(app: typer.Typer) -> None:
         eval_batch_size: int = typer.Option(
             None, "--eval-batch-size", help="Validation batch size [512].", rich_help_panel=TRAINING
         ),
+        nproc: int = typer.Option(
+            None,
+            "--nproc",
+            help="Train with N local processes (DistributedDataParallel: gloo on CPU, one GPU "
+            "per process on CUDA); --batch-size stays the global batch [1].",
+            rich_help_panel=TRAINING,
+        ),
         # loss
         objective: str = typer.Option(
             None,
@@ -126,6 +133,13 @@ def register(app: typer.Typer) -> None:
         ),
         negatives: int = typer.Option(
             None, "--negatives", help="Sampled negatives [256].", rich_help_panel=LOSS
+        ),
+        softmax_chunk: int = typer.Option(
+            None,
+            "--softmax-chunk",
+            help="ce: items per logits chunk, bounding memory; 0 never chunks "
+            "\\[auto: chunk above 2^28 logits].",
+            rich_help_panel=LOSS,
         ),
         gbce_t: float = typer.Option(
             None, "--gbce-t", help="gBCE calibration t [0.75].", rich_help_panel=LOSS
@@ -217,6 +231,7 @@ def register(app: typer.Typer) -> None:
             "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
             "split": split, "patience": patience, "device": device, "compile": compile,
             "amp": amp, "eval_batch_size": eval_batch_size, "objective": objective,
+            "softmax_chunk": softmax_chunk,
             "negatives": negatives, "gbce_t": gbce_t, "weight_domains": weight_domains or None,
             "fixed_weight": fixed_weight, "ema_beta": ema_beta, "weight_alpha": weight_alpha,
             "weight_scale": weight_scale, "w_min": w_min, "w_max": w_max,
@@ -246,6 +261,7 @@ def register(app: typer.Typer) -> None:
                 resume=resume,
                 quiet=quiet,
                 console=console,
+                nproc=nproc,
                 **{k: v for k, v in options.items() if v is not None},
             )
         except TrainingInterrupted as stop:

@@ -114,12 +114,15 @@ def load_dataset(path: str | Path) -> Dataset:
     """Load a prepared dataset directory, checking it against the contract."""
     path = Path(path)
     meta = read_json(path / "dataset.json")
+    if not isinstance(meta, dict):
+        raise DataFormatError(path / "dataset.json", "expected a JSON object")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise DataFormatError(
             path / "dataset.json",
             f"schema_version {meta.get('schema_version')!r}, this dwrec reads {SCHEMA_VERSION}; "
             "re-run `dwrec prepare ... --force`",
         )
+    _check_meta(path / "dataset.json", meta)
     interactions = _checked(path / "interactions.parquet", INTERACTIONS_FILE_SCHEMA)
     items = _checked(path / "items.parquet", ITEMS_FILE_SCHEMA)
     n_users = int(meta["counts"]["users"])
@@ -151,6 +154,17 @@ def load_dataset(path: str | Path) -> Dataset:
         item_raw_ids=items.column("raw_id").to_pylist(),
         item_titles=items.column("title").to_pylist(),
     )
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """The fields of ``dataset.json`` that loading and training read (a hand-edited or
+    foreign file would otherwise fail later with a bare KeyError)."""
+    for key in ("name", "fingerprint"):
+        if not isinstance(meta.get(key), str):
+            raise DataFormatError(path, f"missing or invalid {key!r}; re-run `dwrec prepare`")
+    users = meta.get("counts", {}).get("users") if isinstance(meta.get("counts"), dict) else None
+    if not isinstance(users, int) or users < 0:
+        raise DataFormatError(path, "missing or invalid 'counts.users'; re-run `dwrec prepare`")
 
 
 def _checked(path: Path, schema: pa.Schema) -> pa.Table:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,7 @@ def read_bytes(path: Path) -> bytes:
     try:
         with open_binary(path) as handle:
             return handle.read()
-    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+    except (EOFError, OSError, zlib.error) as exc:  # zlib.error: corrupt gzip data
         raise DataFormatError(path, f"cannot read ({exc}); is the file truncated?") from None
 
 

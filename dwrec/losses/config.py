@@ -19,6 +19,9 @@ WEIGHTINGS = ("generic", "fixed", "dynamic", "adc")
 class LossConfig:
     loss: str = "ce"
     objective: str = "ce"
+    # full softmax (ce): items per logits chunk; None = automatic (chunk only when the
+    # [positions x items] logits would pass 2**28 elements), 0 = never chunk
+    softmax_chunk: int | None = None
     # sampled objectives
     negatives: int = 256
     gbce_t: float = 0.75
@@ -92,6 +95,10 @@ class LossConfig:
                 raise UsageError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         if self.negatives < 1:
             raise UsageError("--negatives must be >= 1")
+        if self.softmax_chunk is not None and self.softmax_chunk < 0:
+            raise UsageError(
+                f"--softmax-chunk must be >= 0 (0: never chunk), got {self.softmax_chunk}"
+            )
         if len(self.mml_margins) != len(self.mml_weights):
             raise UsageError("--mml-margins and --mml-weights need the same length")
         return self

@@ -120,6 +120,17 @@ def load_run(path: Path) -> EvaluatedRun:
             + (hint if (path / "config.json").exists() else "")
         )
     metrics = read_json(path / METRICS_FILE)
+    missing = [
+        k
+        for k in ("dataset", "split_fingerprint")
+        if not isinstance(metrics, dict) or k not in metrics
+    ]
+    if missing:  # a hand-edited or foreign file would fail later with a bare KeyError
+        raise DataFormatError(
+            path / METRICS_FILE,
+            f"not a metrics file of `dwrec evaluate` (no {', '.join(missing)}); "
+            "evaluate the run again",
+        )
     config_path = path / "config.json"
     if not config_path.exists() and metrics.get("run"):
         config_path = Path(metrics["run"]) / "config.json"

@@ -32,12 +32,11 @@ import torch
 
 from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.split import Split, make_split
-from dwrec.devices import resolve_device
-from dwrec.errors import DwrecError, UsageError
+from dwrec.errors import DataFormatError, DwrecError, UsageError
 from dwrec.io import provenance, read_json, write_json
 from dwrec.losses.base import ObjectiveInput
 from dwrec.models.base import SequentialModel, trim_leading_padding
-from dwrec.train import checkpoint
+from dwrec.train import checkpoint, distributed
 from dwrec.train.batches import (
     TrainingWindows,
     batch_slices,
@@ -90,6 +89,7 @@ def train(
     quiet: bool = False,
     console=None,
     callback: Callback | None = None,
+    nproc: int | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train ``model`` with ``loss`` on a prepared dataset and write a run dir.
@@ -102,17 +102,57 @@ def train(
         config_file: a TOML file of options (flags override it).
         resume: a run dir to continue from its ``last.pt`` (only ``epochs``, ``patience``,
             ``device``, ``compile``, ``amp`` and ``eval_batch_size`` may change).
+        nproc: train with this many local processes (DistributedDataParallel; see
+            :mod:`dwrec.train.distributed`). Under torchrun (``RANK``/``WORLD_SIZE`` set) every
+            process calls ``train`` itself and ``nproc`` stays ``None``.
         options: any other option by its flat name (``epochs=3``, ``hidden=32``,
             ``negatives=128``...; see :mod:`dwrec.train.config`).
     """
-    display = TrainingDisplay(console, quiet)
+    if nproc is not None and nproc != 1:
+        return _spawn(
+            nproc,
+            dict(
+                dataset=dataset, model=model, loss=loss, out=out, config_file=config_file,
+                resume=resume, quiet=quiet, **options,
+            ),
+            callback,
+        )  # fmt: skip
+    world = distributed.world_from_environment()
+    display = TrainingDisplay(console, quiet or (world is not None and not world.is_main))
     if resume is not None:
-        run = _open_resumed(Path(resume), options, display)
+        run = _open_resumed(Path(resume), options, display, world)
     else:
         given = dict(options, dataset=dataset, model=model, loss=loss, out=out)
-        run = _open_new(resolve(given, config_file), display)
-    trainer = Trainer(run, display, callback)
-    return trainer.run()
+        run = _open_new(resolve(given, config_file), display, world)
+    try:
+        trainer = Trainer(run, display, callback)
+        return trainer.run()
+    finally:
+        distributed.stop(run.world)
+
+
+def _spawn(nproc: int, arguments: dict[str, Any], callback: Callback | None) -> TrainResult:
+    """``train(nproc=N)``: check what can be checked here (flags, devices), then run the N
+    ranks as worker processes (:func:`dwrec.train.distributed.spawn`)."""
+    if callback is not None:
+        raise UsageError("train(callback=...) cannot be combined with nproc > 1 (it would run "
+                         "in the worker processes)")  # fmt: skip
+    launch = ("dataset", "model", "loss", "out", "config_file", "resume", "quiet")
+    options = {k: v for k, v in arguments.items() if k not in launch}
+    if arguments["resume"] is not None:
+        run_dir = Path(arguments["resume"])
+        _check_resume_options(run_dir, options)
+        config = from_saved(read_json(run_dir / "config.json"))
+        device = options.get("device") or config.train.device
+    else:
+        given = dict(options, dataset=arguments["dataset"], model=arguments["model"])
+        given.update(loss=arguments["loss"], out=arguments["out"])
+        config = resolve(given, arguments["config_file"])
+        if config.out is not None:
+            _check_out_is_free(Path(config.out))
+        device = config.train.device
+    distributed.check_nproc(nproc, device, config.loss.weighting_name)
+    return distributed.spawn(nproc, arguments)
 
 
 # ---------------------------------------------------------------- run set-up
@@ -126,9 +166,12 @@ class OpenRun:
     split: Split
     device: torch.device
     resume_state: dict | None = None
+    world: distributed.World = distributed.SINGLE
 
 
-def _open_new(config: RunConfig, display: TrainingDisplay) -> OpenRun:
+def _open_new(
+    config: RunConfig, display: TrainingDisplay, world: distributed.World | None = None
+) -> OpenRun:
     from dwrec.paths import resolve_dataset
 
     dataset_dir = resolve_dataset(config.dataset).resolve()
@@ -136,14 +179,84 @@ def _open_new(config: RunConfig, display: TrainingDisplay) -> OpenRun:
     dataset = load_dataset(dataset_dir)
     config.loss.weight_domains = domain_names_in(config.loss.weight_domains, dataset)
     split = make_split(dataset, config.train.split)
-    device = resolve_device(config.train.device)
-    run_dir = claim_run_dir(config, dataset.name)
-    run = OpenRun(config, run_dir, dataset, split, device)
-    _write_config(run)
+    world, device = _start_world(world, config)
+    # only rank 0 claims and writes; the others learn the run dir (or rank 0's error) from it
+    run_dir = distributed.on_main(world, lambda: claim_run_dir(config, dataset.name))
+    run = OpenRun(config, run_dir, dataset, split, device, world=world)
+    if world.is_main:
+        _write_config(run)
     return run
 
 
-def _open_resumed(run_dir: Path, options: dict, display: TrainingDisplay) -> OpenRun:
+def _start_world(
+    world: distributed.World | None, config: RunConfig
+) -> tuple[distributed.World, torch.device]:
+    if world is not None and config.loss.weighting_name == "adc":
+        raise UsageError(distributed.unsupported_weighting_message("adc"))
+    return distributed.start(world, config.train.device)
+
+
+def _open_resumed(
+    run_dir: Path,
+    options: dict,
+    display: TrainingDisplay,
+    world: distributed.World | None = None,
+) -> OpenRun:
+    given = _check_resume_options(run_dir, options)
+    saved = read_json(run_dir / "config.json")
+    try:  # a hand-edited or damaged config.json: one line naming it, not a KeyError
+        config = from_saved(saved)
+        dataset_dir = Path(saved["dataset"]["path"])
+        saved["dataset"]["fingerprint"], saved["split"]["fingerprint"]  # noqa: B018
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataFormatError(
+            run_dir / "config.json", f"missing or invalid field {exc} (run-dir contract)"
+        ) from None
+    for key, value in given.items():
+        setattr(config.train, key, value)
+    config.train.validate()
+    display.line(f"dataset: {dataset_dir.name} ({dataset_dir}); resuming {run_dir}")
+    dataset = load_dataset(dataset_dir)
+    if dataset.fingerprint != saved["dataset"]["fingerprint"]:
+        raise DwrecError(
+            f"{run_dir / 'config.json'}: the dataset at {dataset_dir} has changed since the run "
+            f"started (fingerprint {dataset.fingerprint}, run: {saved['dataset']['fingerprint']})"
+        )
+    split = make_split(dataset, config.train.split)
+    if split.fingerprint != saved["split"]["fingerprint"]:
+        raise DwrecError(f"{run_dir / 'config.json'}: the split no longer matches the run's")
+    state = _resume_state(run_dir, dataset.fingerprint, display)
+    world, device = _start_world(world, config)
+    run = OpenRun(config, run_dir, dataset, split, device, state, world)
+    if world.is_main:
+        _write_config(run)
+    return run
+
+
+def _resume_state(run_dir: Path, fingerprint: str, display: TrainingDisplay) -> dict | None:
+    """``last.pt``, checked against the run's dataset; None (start again from epoch 1) when the
+    run was killed before its first checkpoint: training is deterministic, so that ends exactly
+    where an uninterrupted run ends."""
+    path = run_dir / checkpoint.LAST
+    if not path.exists():
+        display.line(f"{path} not found (stopped before its first checkpoint): starting at epoch 1")
+        return None
+    state = checkpoint.load(path)
+    needed = ("model_state", "optimizer_state", "rng", "epoch")
+    if not isinstance(state, dict) or any(key not in state for key in needed):
+        raise DataFormatError(path, f"not a dwrec resume checkpoint (needs {', '.join(needed)})")
+    if state.get("dataset_fingerprint") != fingerprint:
+        raise DataFormatError(
+            path,
+            f"saved by a run on dataset {state.get('dataset_fingerprint')}, but this run's "
+            f"dataset has fingerprint {fingerprint}; it belongs to another run",
+        )
+    return state
+
+
+def _check_resume_options(run_dir: Path, options: dict) -> dict:
+    """The given (non-``None``) options of a resume; a usage error for any that may not
+    change, or when ``run_dir`` is not a run dir."""
     if not (run_dir / "config.json").exists():
         raise UsageError(f"--resume {run_dir}: not a run dir (no config.json)")
     given = {k: v for k, v in options.items() if v is not None}
@@ -155,26 +268,7 @@ def _open_resumed(run_dir: Path, options: dict, display: TrainingDisplay) -> Ope
             f"{', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDES)}); "
             "start a new run instead"
         )
-    saved = read_json(run_dir / "config.json")
-    config = from_saved(saved)
-    for key, value in given.items():
-        setattr(config.train, key, value)
-    config.train.validate()
-    dataset_dir = Path(saved["dataset"]["path"])
-    display.line(f"dataset: {dataset_dir.name} ({dataset_dir}); resuming {run_dir}")
-    dataset = load_dataset(dataset_dir)
-    if dataset.fingerprint != saved["dataset"]["fingerprint"]:
-        raise DwrecError(
-            f"{run_dir / 'config.json'}: the dataset at {dataset_dir} has changed since the run "
-            f"started (fingerprint {dataset.fingerprint}, run: {saved['dataset']['fingerprint']})"
-        )
-    split = make_split(dataset, config.train.split)
-    if split.fingerprint != saved["split"]["fingerprint"]:
-        raise DwrecError(f"{run_dir / 'config.json'}: the split no longer matches the run's")
-    state = checkpoint.load(run_dir / checkpoint.LAST)
-    run = OpenRun(config, run_dir, dataset, split, resolve_device(config.train.device), state)
-    _write_config(run)
-    return run
+    return given
 
 
 def domain_names_in(values: list[str], dataset: Dataset) -> list[str]:
@@ -202,11 +296,7 @@ def claim_run_dir(config: RunConfig, dataset_name: str) -> Path:
     ``out`` must be new or empty (a run is never overwritten)."""
     if config.out is not None:
         run_dir = Path(config.out)
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise UsageError(
-                f"--out {run_dir}: already exists and is not empty; choose another --out, "
-                f"or continue it with --resume {run_dir}"
-            )
+        _check_out_is_free(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
     from dwrec.models.registry import model_class
@@ -224,6 +314,14 @@ def claim_run_dir(config: RunConfig, dataset_name: str) -> Path:
             continue
         return candidate
     raise UsageError(f"too many runs named {base}-N; pass --out")
+
+
+def _check_out_is_free(run_dir: Path) -> None:
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UsageError(
+            f"--out {run_dir}: already exists and is not empty; choose another --out, "
+            f"or continue it with --resume {run_dir}"
+        )
 
 
 def _write_config(run: OpenRun) -> None:
@@ -245,10 +343,10 @@ def _write_config(run: OpenRun) -> None:
         **provenance(),
     }
     write_json(run.run_dir / "config.json", document)
-    write_json(run.run_dir / "environment.json", environment(run.device))
+    write_json(run.run_dir / "environment.json", environment(run.device, run.world))
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, world: distributed.World | None = None) -> dict[str, Any]:
     """Versions and hardware of this process (``environment.json``)."""
     import platform
 
@@ -266,6 +364,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         **provenance(),
     }
+    if world is not None and world.enabled:  # the run's other ranks share rank 0's setup
+        info["world_size"], info["backend"] = world.world_size, world.backend
     return info
 
 
@@ -280,7 +380,7 @@ class Trainer:
         from dwrec.models.registry import build_model
 
         self.run_info, self.display, self.callback = run, display, callback
-        self.config, self.device = run.config, run.device
+        self.config, self.device, self.world = run.config, run.device, run.world
         settings = self.config.train
         _seed_everything(settings.seed)
         dataset = run.dataset
@@ -325,14 +425,46 @@ class Trainer:
         self.patience_counter = 0
         self.log: list[dict] = []
         self.stop_requested = False
+        self.stop_vote = False  # several processes: Ctrl-C seen here, not yet agreed on
+        if self.world.enabled:
+            self._own_random_streams()
         if run.resume_state is not None:
             self._restore(run.resume_state)
+        if self.world.enabled and self.model.trainable:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # wrapped after the restore: DDP's start-up broadcast of rank 0's parameters
+            # then hands every rank the resumed weights (they are equal anyway)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            replicated = DistributedDataParallel(self.model, device_ids=device_ids)
+            self.forward = torch.compile(replicated) if settings.compile else replicated
+
+    def _own_random_streams(self) -> None:
+        """Give ranks > 0 their own dropout stream (the torch global generators) and, for
+        objectives that draw negatives per position, their own sampling stream. The
+        shuffling/masking generator and the shared-negatives stream stay identical on every
+        rank: each rank must build the same global batch and draw the same negatives."""
+        seed, rank = self.config.train.seed, self.world.rank
+        if rank == 0:  # rank 0 draws exactly what one process draws
+            return
+        torch.manual_seed(distributed.rank_seed(seed, rank))
+        if getattr(self.objective, "name", None) in distributed.PER_POSITION_SAMPLING:
+            self.sampling_generator.manual_seed(distributed.rank_seed(seed + 1, rank))
+
+    def request_stop(self) -> None:
+        """Ctrl-C. One process stops after the current step; with several, every rank must
+        stop after the same step, so the request is a vote summed with the step's loss."""
+        if self.world.enabled:
+            self.stop_vote = True
+        else:
+            self.stop_requested = True
 
     # -- public
 
     def run(self) -> TrainResult:
         run_dir = self.run_info.run_dir
-        (run_dir / "train_done.json").unlink(missing_ok=True)
+        if self.world.is_main:
+            (run_dir / "train_done.json").unlink(missing_ok=True)
         started = time.perf_counter()
         if not self.model.trainable:
             self._fit_untrainable()
@@ -389,13 +521,21 @@ class Trainer:
         self.epoch_sequences_session = sequences_this_session
 
     def _step(self, window_index: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """One optimiser step on the windows ``window_index``; returns the (device) loss."""
+        """One optimiser step on the windows ``window_index``; returns the (device) loss
+        and the batch's number of positions. With several processes ``window_index`` is the
+        global batch, every rank builds it whole and trains on its slice; the loss returned
+        is then ``[global batch loss, stop votes]``, reduced over the ranks."""
         tokens = trim_leading_padding(self.windows.tokens[window_index])
         batch = self.model.training_batch(tokens, self.data_generator)
-        rows, cols = (batch.targets >= 0).nonzero(as_tuple=True)
-        positives = batch.targets[rows, cols]
+        inputs, targets, factor = batch.inputs, batch.targets, 1.0
+        batch_positives = None
+        if self.world.enabled:
+            batch_positives = _to_device(targets[targets >= 0], self.device)
+            inputs, targets, factor = distributed.rank_rows(inputs, targets, self.world)
+        rows, cols = (targets >= 0).nonzero(as_tuple=True)
+        positives = targets[rows, cols]
         inputs, rows, cols, positives = (
-            _to_device(t, self.device) for t in (batch.inputs, rows, cols, positives)
+            _to_device(t, self.device) for t in (inputs, rows, cols, positives)
         )
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             hidden = self.forward(inputs)
@@ -413,14 +553,28 @@ class Trainer:
             # ADC balances gradient norms on the user states, the last layer all domains
             # share (the output embeddings are per item); other weightings ignore it.
             loss = self.weighting.reduce(losses.float(), positives, shared_parameter=states)
+            if batch_positives is not None:  # exact DDP scaling: see rank_loss_scale
+                scale = distributed.rank_loss_scale(
+                    self.weighting, positives, batch_positives, self.world.world_size
+                )
+                loss = loss * (scale * factor).to(loss.dtype)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.weighting.update(positives)
-        return loss.detach(), int(rows.shape[0])
+        if batch_positives is None:
+            self.weighting.update(positives)
+            return loss.detach(), int(rows.shape[0])
+        # the weighting's state follows the global batch, so every rank keeps the same one
+        self.weighting.update(batch_positives)
+        reduced = distributed.reduce_step(self.world, loss, self.stop_vote)
+        return reduced, int(batch_positives.shape[0])
 
     def _account(self, loss: torch.Tensor, n_positions: int, window_index, step: int) -> None:
-        value = float(loss)
+        if self.world.enabled:  # [global loss, stop votes]: the same numbers on every rank
+            value, votes = loss.tolist()
+            self.stop_requested = self.stop_requested or votes > 0
+        else:
+            value = float(loss)
         if not math.isfinite(value):
             users = self.windows.users[window_index[:8]].tolist()
             raise TrainingDiverged(
@@ -435,13 +589,13 @@ class Trainer:
         self.epoch_sequences += len(window_index)
 
     def _validate(self) -> dict[str, float]:
-        """Validation metrics at K=10 (early stopping reads ``ndcg@10``)."""
-        from dwrec.eval.evaluator import evaluate_model
-
-        return evaluate_model(
+        """Validation metrics at K=10 (early stopping reads ``ndcg@10``); with several
+        processes the cases are sharded and rank 0's metrics reach every rank."""
+        return distributed.evaluate_sharded(
             self.model,
             self.run_info.dataset,
             self.run_info.split,
+            self.world,
             which="valid",
             ks=(10,),
             batch_size=self.config.train.eval_batch_size,
@@ -477,6 +631,9 @@ class Trainer:
         self._save_last()
         self.display.end_epoch(record, improved)
         self._notify("epoch", record)
+        if self.world.enabled:  # a Ctrl-C seen during validation stops every rank here
+            vote = self.stop_requested or self.stop_vote
+            self.stop_requested = distributed.any_rank(self.world, vote, self.device)
 
     def _fit_untrainable(self) -> None:
         """Models without gradient training (pop): fit, validate once, write model.pt."""
@@ -514,7 +671,8 @@ class Trainer:
             "domain_weights": self.weighting.domain_weights() or None,
             **provenance(),
         }
-        write_json(run_dir / "train_done.json", summary)
+        if self.world.is_main:
+            write_json(run_dir / "train_done.json", summary)
         self.display.domain_table(self.domain_shares, self.weighting.domain_weights())
         reason = "early stop" if stopped_early else "done"
         self.display.line(
@@ -543,6 +701,8 @@ class Trainer:
     # -- checkpoints
 
     def _save_best(self) -> None:
+        if not self.world.is_main:
+            return
         payload = checkpoint.best_state(
             self.model, self.model.n_items, self.run_info.dataset.fingerprint, self.best_epoch
         )
@@ -567,6 +727,11 @@ class Trainer:
             "patience_counter": self.patience_counter,
             "dataset_fingerprint": self.run_info.dataset.fingerprint,
         }
+        if self.world.enabled:  # every rank takes part in the gather; rank 0 writes
+            states = distributed.rank_random_state(self.sampling_generator)
+            payload["rank_rng"] = distributed.gather_objects(self.world, states)
+            if not self.world.is_main:
+                return
         checkpoint.save(self.run_info.run_dir / checkpoint.LAST, payload)
 
     def _restore(self, state: dict) -> None:
@@ -574,6 +739,14 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.weighting.load_state_dict(state["weighting_state"])
         checkpoint.restore_rng_states(state["rng"], self.data_generator, self.sampling_generator)
+        rank_states = state.get("rank_rng")
+        if self.world.enabled and self.world.rank > 0:
+            if rank_states is not None and len(rank_states) == self.world.world_size:
+                distributed.restore_rank_random_state(
+                    rank_states[self.world.rank], self.sampling_generator
+                )
+            else:  # resumed with another --nproc: fresh streams for this rank
+                self._own_random_streams()
         self.epoch_start_state = state["epoch_start_state"]
         for name in (
             "epoch",
@@ -597,6 +770,8 @@ class Trainer:
     def _write_log(self) -> None:
         from dwrec.io import atomic_path
 
+        if not self.world.is_main:
+            return
         text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in self.log)
         with atomic_path(self.run_info.run_dir / "log.jsonl") as tmp:
             tmp.write_text(text, encoding="utf-8")
@@ -669,7 +844,7 @@ def _graceful_interrupt(trainer: Trainer):
         return
 
     def request_stop(signum, frame):
-        trainer.stop_requested = True
+        trainer.request_stop()
         signal.signal(signal.SIGINT, previous)
         trainer.display.stop()
         trainer.display.line("[yellow]stopping after this step (Ctrl-C again to abort)...[/]")

@@ -15,6 +15,7 @@ reader that finds a bad value in row r can name its line without re-reading the 
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def iter_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[in
                 # One copy per block: the previous tail joined to this chunk's whole lines.
                 pending = b"".join((carry, memoryview(chunk)[:cut]))
                 carry = chunk[cut:]
-    except (EOFError, OSError) as exc:
+    except (EOFError, OSError, zlib.error) as exc:  # zlib.error: corrupt gzip data
         raise DataFormatError(path, f"cannot read ({exc}); is the file truncated?") from None
     final = ((pending or b"") + carry).rstrip()
     if final:
@@ -117,11 +118,18 @@ def read_json_lines(path: Path, schema: pa.Schema, block_bytes: int = BLOCK_BYTE
     read_options = pa_json.ReadOptions(block_size=max(1 << 20, min(block_bytes, 1 << 30)))
     tables = []
     for first_line, block, _ in iter_blocks(path, block_bytes):
+        if not block.lstrip().startswith(b"{"):
+            # Every valid line is an object; and pyarrow 26's JSON reader crashes the process
+            # (SIGSEGV) on input whose first value is ``null``, so such a block never reaches it.
+            _raise_json_problem(path, block, first_line, schema, "the first line is not an object")
         error = None
         try:
             table = pa_json.read_json(
                 pa.BufferReader(block), read_options=read_options, parse_options=options
             )
+            # Arrow's JSON parser copies string bytes without checking UTF-8; a full
+            # validation finds invalid UTF-8 here, so the line scan below can name the line.
+            table.validate(full=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             error, table = str(exc), None
         if table is None or table.num_rows != _count_lines(block):

@@ -447,7 +447,9 @@ def _meta_items(
     reviewed_index = pc.fill_null(reviewed_index, -1).to_numpy(zero_copy_only=False)
     present = np.flatnonzero(reviewed_index >= 0)
     codes, first = np.unique(reviewed_index[present], return_index=True)
-    position_of_code = np.full(len(reviewed), -1, dtype=np.int64)
+    # One extra slot, left at -1, so that rows of products nobody reviewed (index -1) map to
+    # -1 rather than wrapping around onto the last reviewed item.
+    position_of_code = np.full(len(reviewed) + 1, -1, dtype=np.int64)
     position_of_code[codes] = np.arange(len(codes))
     domain_item = position_of_code[reviewed_index[domain_row]]
     keep = domain_item >= 0

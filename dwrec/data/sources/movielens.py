@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import re
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,7 @@ def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     try:
         with open_binary(path) as handle:
             yield from enumerate(handle, start=1)
-    except (EOFError, OSError) as exc:
+    except (EOFError, OSError, zlib.error) as exc:  # zlib.error: corrupt gzip data
         raise DataFormatError(path, f"cannot read ({exc}); is the file truncated?") from None
 
 
@@ -214,7 +215,10 @@ def _field_checker(
     names = list(columns)
 
     def check(line: str) -> str | None:
-        fields = split(line)
+        try:
+            fields = split(line)
+        except csv.Error as exc:  # e.g. a lone carriage return inside the line
+            return f"not valid CSV ({exc})"
         if len(fields) != len(names):
             return f"expected {len(names)} fields, found {len(fields)}"
         for name, value in zip(names, fields, strict=True):

@@ -1,0 +1,561 @@
+"""Multi-process training with DistributedDataParallel (``dwrec train --nproc N`` or torchrun).
+
+Two ways in, one code path: ``--nproc N`` spawns N local workers that each run
+:func:`dwrec.train.trainer.train` with the ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` /
+``MASTER_ADDR`` / ``MASTER_PORT`` variables torchrun would set, so ``torchrun
+--nproc-per-node N -m dwrec train ...`` and ``dwrec train --nproc N`` meet in
+:func:`start`. Backend: gloo on CPU, NCCL on CUDA with one GPU per rank
+(``cuda:LOCAL_RANK``).
+
+What a rank does (the contract the trainer keeps, docs/train.md "Multi-process training"):
+
+- every rank draws the same shuffled order and builds the same *global* batch
+  (``--batch-size`` sequences, BERT4Rec masks included) from identically seeded generators,
+  then trains on its own contiguous slice (:func:`rank_rows`);
+- the per-rank loss is scaled (:func:`rank_loss_scale`) so that DDP's gradient *average*
+  equals the gradient of the one-process loss on the global batch;
+- the domain weighting's state is updated from the global batch's positives on every
+  rank, so the weights stay identical without any communication;
+- validation cases are sharded over the ranks and the ranks gathered
+  (:func:`evaluate_sharded`); rank 0's metrics are broadcast, so early stopping is decided
+  identically everywhere;
+- only rank 0 writes files or shows progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue as queue_module
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from dwrec.devices import resolve_device
+from dwrec.errors import DwrecError, UsageError
+
+T = TypeVar("T")
+
+ENV_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+PER_POSITION_SAMPLING = frozenset({"bce"})
+"""Objectives that draw negatives per position (``[N, k]``), not ``k`` shared by the batch.
+Shared draws must come from one stream on every rank (each rank then uses exactly the
+negatives a one-process run draws); per-position draws get a stream per rank so that
+ranks do not reuse each other's negatives."""
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process sits in a multi-process run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = World()
+
+
+# ---------------------------------------------------------------- start and stop
+
+
+def world_from_environment() -> World | None:
+    """The torchrun variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or ``None`` when
+    this process was not started as one rank of several."""
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        return None
+    values = {}
+    for name in ENV_NAMES:
+        raw = os.environ.get(name, "0" if name == "LOCAL_RANK" else "")
+        try:
+            values[name] = int(raw)
+        except ValueError:
+            raise UsageError(f"environment variable {name}={raw!r} is not an integer") from None
+    world = World(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"])
+    if world.world_size < 1 or not 0 <= world.rank < world.world_size or world.local_rank < 0:
+        raise UsageError(
+            f"RANK={world.rank}, WORLD_SIZE={world.world_size}, LOCAL_RANK={world.local_rank}: "
+            "need 0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0"
+        )
+    return world if world.enabled else None
+
+
+def rank_device(world: World | None, device_name: str) -> torch.device:
+    """This rank's device: ``--device`` for one process; with several, ``cuda:LOCAL_RANK``
+    (``--device cuda``, or ``auto`` where CUDA is available) or the CPU."""
+    if world is None:
+        return resolve_device(device_name)
+    if device_name.startswith("cuda:"):
+        raise UsageError(
+            f"--device {device_name}: with several processes each rank uses the GPU "
+            "cuda:LOCAL_RANK; pass --device cuda (or auto)"
+        )
+    device = resolve_device(device_name)
+    if device.type != "cuda":
+        return device
+    count = torch.cuda.device_count()
+    if world.local_rank >= count:
+        raise UsageError(
+            f"LOCAL_RANK {world.local_rank} has no GPU: this machine has {count} CUDA "
+            f"device(s); start at most {count} processes per machine"
+        )
+    torch.cuda.set_device(world.local_rank)
+    return torch.device("cuda", world.local_rank)
+
+
+def start(world: World | None, device_name: str) -> tuple[World, torch.device]:
+    """Join the process group (gloo on CPU, NCCL on CUDA); returns the world and this
+    rank's device. ``world=None``: one process, nothing to join."""
+    device = rank_device(world, device_name)
+    if world is None:
+        return SINGLE, device
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        for name in ("MASTER_ADDR", "MASTER_PORT"):
+            if name not in os.environ:
+                raise UsageError(
+                    f"WORLD_SIZE={world.world_size} but {name} is not set: start the ranks "
+                    "with torchrun, or use dwrec train --nproc N"
+                )
+        options: dict[str, Any] = {"backend": backend}
+        if device.type == "cuda":
+            options["device_id"] = device  # binds the communicator to this rank's GPU
+        dist.init_process_group(rank=world.rank, world_size=world.world_size, **options)
+    return World(world.rank, world.world_size, world.local_rank, backend), device
+
+
+def stop(world: World) -> None:
+    if world.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- collectives
+
+
+def broadcast_object(world: World, value: T) -> T:
+    """Rank 0's ``value`` on every rank."""
+    if not world.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(world: World, value: Any) -> list[Any]:
+    """Every rank's ``value``, by rank."""
+    if not world.enabled:
+        return [value]
+    values: list[Any] = [None] * world.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def on_main(world: World, action: Callable[[], T]) -> T:
+    """Run ``action`` on rank 0 only (e.g. claim the run dir) and hand its result to every
+    rank. An error on rank 0 is raised on every rank, so no rank waits for a collective
+    that will never come."""
+    if not world.enabled:
+        return action()
+    outcome: tuple[str, Any] = ("ok", None)
+    error: BaseException | None = None
+    if world.is_main:
+        try:
+            outcome = ("ok", action())
+        except DwrecError as exc:
+            error = exc
+            outcome = ("usage" if isinstance(exc, UsageError) else "error", str(exc))
+        except Exception as exc:
+            error = exc
+            outcome = ("error", f"rank 0 failed: {type(exc).__name__}: {exc}")
+    kind, payload = broadcast_object(world, outcome)
+    if error is not None:
+        raise error
+    if kind == "usage":
+        raise UsageError(payload)
+    if kind == "error":
+        raise DwrecError(payload)
+    return payload
+
+
+def any_rank(world: World, flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any rank."""
+    if not world.enabled:
+        return flag
+    votes = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(votes)
+    return bool(votes.item() > 0)
+
+
+def reduce_step(world: World, rank_loss: torch.Tensor, stop_vote: bool) -> torch.Tensor:
+    """``[global loss, stop votes]`` (the sum over ranks of ``rank_loss / world_size``, and
+    how many ranks saw Ctrl-C). Read on the host one step late, like the one-process loss."""
+    values = torch.stack(
+        [rank_loss.detach().float() / world.world_size, torch.zeros_like(rank_loss.float())]
+    )
+    if stop_vote:
+        values[1] = 1.0
+    dist.all_reduce(values)
+    return values
+
+
+# ---------------------------------------------------------------- the data each rank trains on
+
+
+def rank_rows(
+    inputs: torch.Tensor, targets: torch.Tensor, world: World
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """This rank's contiguous slice of the global batch's rows, and its gradient factor.
+
+    A global batch with fewer rows than ranks (the last batch of an epoch can be that short)
+    leaves some ranks without rows. Such a rank still has to run the forward and backward
+    passes (DDP reduces gradients from every rank at every step) and to draw the batch's
+    shared negatives (or its sampling stream would drift from the others): it trains on a
+    copy of the batch's first row with factor 0, contributing a zero gradient.
+    """
+    parts = torch.arange(inputs.shape[0]).tensor_split(world.world_size)
+    mine = parts[world.rank]
+    if len(mine) == 0:
+        return inputs[:1], targets[:1], 0.0
+    return inputs[mine], targets[mine], 1.0
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A seed for rank ``rank``'s own random stream (dropout, per-position negatives);
+    rank 0 keeps ``seed`` so its stream is a one-process run's."""
+    if rank == 0:
+        return seed
+    return (seed * 1_000_003 + rank * 7_919) % (2**63 - 1)
+
+
+def _reduction_mode(weighting: Any) -> str:
+    """How ``weighting.reduce`` divides ``sum_i w_i l_i``: by ``sum_i w_i`` (``normalized``)
+    or by the number of positions (``mean``; the generic weighting, where ``w = 1``)."""
+    name = getattr(weighting, "name", None)
+    if name == "generic":
+        return "mean"
+    if name == "fixed":
+        return weighting.reduction
+    if name == "dynamic":
+        return weighting.config.weight_reduction
+    raise UsageError(unsupported_weighting_message(str(name)))
+
+
+def unsupported_weighting_message(name: str) -> str:
+    return (
+        f"--loss {name} cannot train with several processes: its GradNorm step balances the "
+        "gradients of the whole batch, which no rank holds; train it with one process"
+    )
+
+
+def loss_denominator(weighting: Any, positives: torch.Tensor) -> torch.Tensor:
+    """The ``D`` of ``weighting.reduce(losses) = sum_i w_i l_i / D`` for these positives
+    (float64 scalar; the weights are the weighting's current, detached ones)."""
+    if _reduction_mode(weighting) == "normalized":
+        return weighting.position_weights(positives).double().sum()
+    return torch.tensor(float(positives.shape[0]), dtype=torch.float64, device=positives.device)
+
+
+def rank_loss_scale(
+    weighting: Any,
+    local_positives: torch.Tensor,
+    global_positives: torch.Tensor,
+    world_size: int,
+) -> torch.Tensor:
+    """The factor that turns this rank's ``weighting.reduce`` into its DDP loss.
+
+    One process minimises ``L = sum_{i in batch} w_i l_i / D`` (``D``: the global batch's
+    ``sum w`` or its number of positions). Rank r's ``reduce`` gives ``sum_{i in r} w_i l_i
+    / D_r``, and DDP *averages* the ranks' gradients: ``grad = (1/W) sum_r grad L_r``. With
+    ``L_r = W * D_r / D * reduce_r = W * sum_{i in r} w_i l_i / D`` the average is
+    ``sum_r sum_{i in r} w_i grad l_i / D = grad L`` exactly (the ranks' slices partition
+    the batch, and ``w`` is the same detached state on every rank). A plain per-rank mean
+    would weight each rank's positions by ``1 / D_r`` instead, which differs whenever the
+    ranks' slices hold different numbers of positions (or different weight sums).
+    """
+    local = loss_denominator(weighting, local_positives)
+    total = loss_denominator(weighting, global_positives)
+    return world_size * local / total.clamp_min(1e-12)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate_sharded(
+    model: Any,
+    dataset: Any,
+    split: Any,
+    world: World,
+    *,
+    which: str = "valid",
+    ks: Sequence[int] = (10,),
+    batch_size: int = 512,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """:func:`dwrec.eval.evaluator.evaluate_model`, with the cases dealt round-robin to the
+    ranks (case i to rank ``i mod W``, which spreads long and short histories evenly), the
+    per-case ranks gathered back into case order, and rank 0's metrics broadcast."""
+    from dwrec.data.split import Cases
+    from dwrec.eval import metrics
+    from dwrec.eval.evaluator import evaluate_model, rank_model
+
+    if not world.enabled:
+        return evaluate_model(
+            model, dataset, split, which=which, ks=ks, batch_size=batch_size, device=device
+        )
+    cases = split.cases(which)
+    mine = np.arange(world.rank, len(cases), world.world_size)
+    part = Cases(cases.user[mine], cases.target[mine], cases.history_end[mine], cases.row[mine])
+    ranking = rank_model(model, dataset, part, batch_size=batch_size, device=device)
+    ranks = np.empty(len(cases), dtype=np.int64)
+    for rank, piece in enumerate(gather_objects(world, ranking.ranks)):
+        ranks[rank :: world.world_size] = piece
+    per_case = metrics.per_case_metrics(ranks, sorted({int(k) for k in ks}))
+    values = {name: float(v.mean()) if len(v) else 0.0 for name, v in per_case.items()}
+    return broadcast_object(world, values)
+
+
+# ---------------------------------------------------------------- checkpoint state per rank
+
+
+def rank_random_state(sampling: torch.Generator) -> dict[str, Any]:
+    """This rank's own random streams (rank 0's are also in ``last.pt``'s ``rng``)."""
+    state: dict[str, Any] = {"torch_cpu": torch.get_rng_state(), "sampling": sampling.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rank_random_state(state: dict[str, Any], sampling: torch.Generator) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    sampling.set_state(state["sampling"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["torch_cuda"])
+
+
+# ---------------------------------------------------------------- dwrec train --nproc N
+
+
+def check_nproc(nproc: int, device_name: str, weighting_name: str) -> None:
+    """Refuse a launch that cannot work, before any worker starts."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise UsageError(f"--nproc must be an integer >= 1, got {nproc!r}")
+    if nproc == 1:
+        return
+    if world_from_environment() is not None:
+        raise UsageError(
+            f"--nproc {nproc}: this process is already one rank of WORLD_SIZE="
+            f"{os.environ['WORLD_SIZE']} (torchrun); use either torchrun or --nproc, not both"
+        )
+    if weighting_name == "adc":
+        raise UsageError(unsupported_weighting_message("adc"))
+    if device_name.startswith("cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise UsageError(
+            f"--nproc {nproc} --device {device_name}: CUDA is not available on this machine "
+            f"(torch {torch.__version__}, {build}); use --device cpu for {nproc} CPU "
+            "processes (gloo)"
+        )
+    if device_name.startswith("cuda:"):
+        raise UsageError(
+            f"--device {device_name}: with --nproc each rank uses its own GPU "
+            "(cuda:0 ... cuda:N-1); pass --device cuda"
+        )
+    wants_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    if wants_cuda and nproc > torch.cuda.device_count():
+        raise UsageError(
+            f"--nproc {nproc}: only {torch.cuda.device_count()} CUDA device(s); one process "
+            "per GPU (or --device cpu)"
+        )
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now (rank 0's rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def spawn(nproc: int, arguments: dict[str, Any]) -> Any:
+    """Run ``train(**arguments)`` in ``nproc`` worker processes (ranks 0..N-1 on this
+    machine; see :func:`_start_context`) and return rank 0's :class:`~dwrec.train.trainer.TrainResult`.
+
+    A worker's :class:`DwrecError` comes back as the same kind of error with the same
+    message; a crash comes back with its traceback printed and a one-line summary. When one
+    worker fails the others are stopped after a grace period (they may be waiting for it
+    inside a collective). Ctrl-C reaches every worker (one process group on a terminal);
+    they agree on a step to stop after, save ``last.pt`` and report the interruption.
+    """
+    context = _start_context()
+    reports = context.Queue()
+    port = free_port()
+    # a forkserver started earlier has an older cwd and environment: send today's
+    here = (os.getcwd(), dict(os.environ))
+    workers = [
+        context.Process(
+            target=_worker,
+            args=(rank, nproc, port, arguments, reports, here),
+            name=f"dwrec-train-rank{rank}",
+        )
+        for rank in range(nproc)
+    ]
+    with _parent_ignores_interrupts():
+        for worker in workers:
+            worker.start()
+        outcomes = _collect(workers, reports)
+    return _outcome(outcomes, nproc)
+
+
+def _start_context():
+    """``forkserver`` where there is one: a server process imports torch and the trainer
+    once, then forks every worker from it (later launches from the same program reuse it),
+    instead of N fresh interpreters each importing torch. Nothing in the server has
+    started threads or CUDA, so forking from it is safe. ``spawn`` elsewhere."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["dwrec.train.trainer"])
+    return context
+
+
+@contextlib.contextmanager
+def _parent_ignores_interrupts():
+    """Ctrl-C is for the workers (they stop together and save); the parent waits for them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _collect(workers: list, reports, grace_s: float = 20.0) -> dict[int, tuple[str, Any]]:
+    """Each rank's report, in the order they arrived (a crash's first report is usually
+    its cause; the others' are the broken collectives that follow)."""
+    outcomes: dict[int, tuple[str, Any]] = {}
+    failed_at: float | None = None
+    while len(outcomes) < len(workers):
+        try:
+            rank, kind, payload = reports.get(timeout=0.2)
+            outcomes[rank] = (kind, payload)
+            # an interrupted rank is no failure: rank 0 may still be writing last.pt
+            if kind not in ("ok", "interrupted") and failed_at is None:
+                failed_at = time.monotonic()
+            continue
+        except queue_module.Empty:
+            pass
+        for rank, worker in enumerate(workers):
+            if rank not in outcomes and not worker.is_alive():
+                # a report can still be in flight when the process has just exited
+                with contextlib.suppress(queue_module.Empty):
+                    late_rank, kind, payload = reports.get(timeout=1.0)
+                    outcomes[late_rank] = (kind, payload)
+                if rank not in outcomes:
+                    outcomes[rank] = ("died", worker.exitcode)
+                failed_at = failed_at or time.monotonic()
+        if failed_at is not None and time.monotonic() - failed_at > grace_s:
+            for rank, worker in enumerate(workers):
+                if rank not in outcomes:
+                    worker.terminate()
+                    outcomes[rank] = ("stopped", None)
+    for worker in workers:
+        worker.join()
+    return outcomes
+
+
+def _outcome(outcomes: dict[int, tuple[str, Any]], nproc: int) -> Any:
+    """Rank 0's result, or the most telling failure: an interruption, then a dwrec error
+    (every rank raises the same), then a rank that died without a report (killed, out of
+    memory: the others then fail in their collectives), then the first crash reported. The
+    message names the other ranks' failures too."""
+    if all(kind == "ok" for kind, _ in outcomes.values()):
+        return outcomes[0][1]
+    order = {"interrupted": 0, "usage": 1, "error": 1, "died": 2, "crash": 3, "stopped": 4}
+    arrival = {rank: position for position, rank in enumerate(outcomes)}
+    failures = sorted(
+        ((r, o) for r, o in outcomes.items() if o[0] != "ok"),
+        key=lambda item: (order[item[1][0]], arrival[item[0]]),
+    )
+    rank, (kind, payload) = failures[0]
+    if kind == "interrupted":
+        from dwrec.train.trainer import TrainingInterrupted
+
+        run_dir, epoch, step = payload
+        raise TrainingInterrupted(Path(run_dir), epoch, step)
+    if kind == "usage":
+        raise UsageError(payload)
+    if kind == "error":
+        raise DwrecError(payload)
+    if kind == "crash":
+        import sys
+
+        print(f"--- rank {rank} of {nproc} failed:\n{payload}", file=sys.stderr)
+    others = "; ".join(_failure_line(r, k, p) for r, (k, p) in failures[1:])
+    raise DwrecError(
+        f"training {_failure_line(rank, kind, payload)}" + (f" (also: {others})" if others else "")
+    )
+
+
+def _failure_line(rank: int, kind: str, payload: Any) -> str:
+    if kind == "crash":
+        lines = str(payload).strip().splitlines()
+        return f"rank {rank} failed: {lines[-1] if lines else 'unknown error'}"
+    if kind == "died":
+        return f"rank {rank} exited with code {payload} without a report (killed? out of memory?)"
+    if kind == "stopped":
+        return f"rank {rank} was stopped"
+    return f"rank {rank}: {payload}"
+
+
+def _worker(
+    rank: int, world_size: int, port: int, arguments: dict, reports, here: tuple[str, dict]
+) -> None:
+    """One rank of ``--nproc``: the parent's cwd and environment plus torchrun's variables,
+    then the ordinary ``train``."""
+    cwd, environment = here
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environment)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world_size),
+    )
+    if "OMP_NUM_THREADS" not in os.environ:  # N ranks share the cores (torchrun's habit)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    from dwrec.train.trainer import TrainingInterrupted, train
+
+    try:
+        result = train(**arguments)
+        reports.put((rank, "ok", result if rank == 0 else None))
+    except TrainingInterrupted as stopped:
+        reports.put((rank, "interrupted", (str(stopped.run_dir), stopped.epoch, stopped.step)))
+    except DwrecError as exc:
+        reports.put((rank, "usage" if isinstance(exc, UsageError) else "error", str(exc)))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which prints it
+        reports.put((rank, "crash", traceback.format_exc()))
