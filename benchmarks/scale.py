@@ -49,8 +49,8 @@ CATALOGUE_CURVE = [(40_000, 10_000), (40_000, 100_000), (40_000, 500_000)]
 FULL = (1_000_000, 500_000)
 SOFTMAX_MODES = {
     "full": "plain full softmax (every logit materialised)",
-    "chunked": "chunked, checkpointed through the model's score (what every model uses)",
-    "chunked-linear": "chunked, hand-written backward (a scorer with linear_factors)",
+    "chunked": "chunked, checkpointed through the model's score (models without a linear form)",
+    "chunked-linear": "chunked, hand-written backward (models with linear_factors: all four)",
 }
 
 
@@ -218,18 +218,17 @@ def point_softmax(args: argparse.Namespace) -> dict:
     from dwrec.models.registry import build_model
     from dwrec.train.trainer import ModelScorer
 
-    class LinearSASRecScorer(ModelScorer):
-        """SASRec's scores are ``h @ E[1:].T``: expose them for the hand-written path."""
+    class ScoreOnlyScorer(ModelScorer):
+        """Hides the model's linear form: the chunks go through ``score`` (checkpointed)."""
 
-        def linear_factors(self, hidden: torch.Tensor):
-            return hidden, self.model.item_embedding.weight[1:], None
+        linear_factors = None
 
     torch.manual_seed(0)
     n_items = args.items
     model = build_model("sasrec", n_items, ModelConfig(hidden=args.hidden, layers=1))
     hidden = torch.randn(args.softmax_positions, args.hidden, requires_grad=True)
     positives = torch.randint(0, n_items, (args.softmax_positions,))
-    scorer_class = LinearSASRecScorer if args.mode == "chunked-linear" else ModelScorer
+    scorer_class = ScoreOnlyScorer if args.mode == "chunked" else ModelScorer
     chunk = 0 if args.mode == "full" else args.softmax_chunk
     objective = CrossEntropy(n_items, softmax_chunk=chunk)
     batch = ObjectiveInput(

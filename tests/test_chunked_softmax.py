@@ -151,14 +151,41 @@ def test_half_precision_inputs_are_computed_in_float32():
     torch.testing.assert_close(loss.detach(), expected, rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize("model_name", ["sasrec", "bert4rec", "gru4rec", "pinnerformer"])
-def test_every_model_trains_the_same_loss_and_gradients_chunked(model_name):
-    """Real models through ``ModelScorer``: pinnerformer scores cosines over a learned
-    temperature, bert4rec adds an output bias; both must match the full softmax, and the
-    gradients must reach every parameter (embeddings, bias, temperature) the same way."""
+MODELS = ["sasrec", "bert4rec", "gru4rec", "pinnerformer"]
+
+
+class ScoreOnlyModelScorer(ModelScorer):
+    """A model's scorer without its linear form: forces the checkpointed path."""
+
+    linear_factors = None
+
+
+def _model(name: str):
     torch.manual_seed(0)
     config = ModelConfig(hidden=8, layers=1, heads=2, dropout=0.0, max_len=6)
-    model = build_model(model_name, N_ITEMS, config).double()
+    return build_model(name, N_ITEMS, config).double()
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+def test_linear_factors_reproduce_the_model_scores(model_name):
+    model = _model(model_name)
+    with torch.no_grad():  # a non-zero output bias, so bert4rec's bias term is checked
+        for name, parameter in model.named_parameters():
+            if name == "output_bias":
+                parameter.normal_()
+    hidden = torch.randn(5, 8, dtype=torch.float64)
+    query, vectors, bias = model.linear_factors(hidden)
+    expected = model.score(hidden)
+    torch.testing.assert_close(query @ vectors.T + (0.0 if bias is None else bias), expected)
+
+
+@pytest.mark.parametrize("scorer_class", [ModelScorer, ScoreOnlyModelScorer])
+@pytest.mark.parametrize("model_name", MODELS)
+def test_every_model_trains_the_same_loss_and_gradients_chunked(model_name, scorer_class):
+    """Real models: pinnerformer scores cosines over a learned temperature, bert4rec adds
+    an output bias; both chunked paths must match the full softmax, and the gradients must
+    reach every parameter (embeddings, bias, temperature) the same way."""
+    model = _model(model_name)
     model.train()
     tokens = torch.randint(1, N_ITEMS + 1, (4, 6))
     tokens[0, :2] = 0
@@ -170,7 +197,7 @@ def test_every_model_trains_the_same_loss_and_gradients_chunked(model_name):
         batch = ObjectiveInput(
             hidden=states,
             positives=positives,
-            scorer=ModelScorer(model),
+            scorer=scorer_class(model),
             sequence_index=torch.zeros_like(positives),
         )
         loss = CrossEntropy(N_ITEMS, softmax_chunk=chunk)(batch)

@@ -69,6 +69,16 @@ def test_help_shows_bracketed_defaults_instead_of_eating_them(capsys):
     assert "[sasrec]" in out and "[loo]" in out
 
 
+def test_prepare_help_gives_the_generators_real_defaults(capsys, monkeypatch):
+    from dwrec.data.sources.synthetic import DEFAULTS
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["prepare", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"number of users [{DEFAULTS['users']}]" in out
+    assert f"mean sequence length [{DEFAULTS['mean_length']}]" in out
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_evaluate_on_cuda_without_cuda_names_the_flag():
     with pytest.raises(UsageError, match="--device cuda.*--device cpu"):

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from dwrec.commands._common import console
+from dwrec.data.sources.synthetic import DEFAULTS as SYNTHETIC
 from dwrec.errors import UsageError
 
 
@@ -65,11 +66,19 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="Rebuild even if an identical dataset exists."
         ),
-        users: int = typer.Option(None, "--users", help="synthetic: number of users [2000]."),
-        items: int = typer.Option(None, "--items", help="synthetic: number of items [1000]."),
-        domains: int = typer.Option(None, "--domains", help="synthetic: number of domains [16]."),
+        users: int = typer.Option(
+            None, "--users", help=f"synthetic: number of users \\[{SYNTHETIC['users']}]."
+        ),
+        items: int = typer.Option(
+            None, "--items", help=f"synthetic: number of items \\[{SYNTHETIC['items']}]."
+        ),
+        domains: int = typer.Option(
+            None, "--domains", help=f"synthetic: number of domains \\[{SYNTHETIC['domains']}]."
+        ),
         mean_length: int = typer.Option(
-            None, "--mean-length", help="synthetic: mean sequence length [30]."
+            None,
+            "--mean-length",
+            help=f"synthetic: mean sequence length \\[{SYNTHETIC['mean_length']}].",
         ),
         seed: int = typer.Option(None, "--seed", help="synthetic: generator seed [0]."),
         option: list[str] = typer.Option(

@@ -70,6 +70,15 @@ class SequentialModel(nn.Module):
         """Output-side embeddings ``[..., d]`` of dataset item ids."""
         raise NotImplementedError
 
+    def linear_factors(
+        self, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """``(query [N, d], item_vectors [n_items, d], bias [n_items] | None)`` with
+        ``score(hidden) == query @ item_vectors.T + bias``, or ``None`` when the scores are
+        not of that form. Lets the chunked full softmax use its hand-written backward
+        instead of recomputing ``score`` per chunk (``dwrec.losses.objectives``)."""
+        return None
+
     def output_layer(self) -> torch.Tensor | None:
         """The last shared layer's weight (ADC balances gradient norms on it)."""
         return None

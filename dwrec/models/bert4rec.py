@@ -95,6 +95,9 @@ class BERT4Rec(SequentialModel):
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:
         return self.item_embedding(items + 1)
 
+    def linear_factors(self, hidden: torch.Tensor):
+        return hidden, self.item_embedding.weight[1 : self.n_items + 1], self.output_bias
+
     def output_layer(self) -> torch.Tensor:
         """The output head's projection weight ``[d, d]``."""
         return self.head_projection.weight

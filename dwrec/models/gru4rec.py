@@ -92,6 +92,9 @@ class GRU4Rec(SequentialModel):
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:
         return self.item_embedding(items + 1)
 
+    def linear_factors(self, hidden: torch.Tensor):
+        return hidden, self.item_embedding.weight[1 : self.n_items + 1], None
+
     def output_layer(self) -> torch.Tensor:
         """The projection weight ``[d, d]`` after the GRU."""
         return self.projection.weight

@@ -89,6 +89,11 @@ class PinnerFormer(SequentialModel):
         cosine = score_items(F.normalize(hidden, dim=-1), item_vectors, items)
         return cosine / self.temperature()
 
+    def linear_factors(self, hidden: torch.Tensor):
+        """``cos(h, e) / tau = (h / |h| / tau) . (e / |e|)``."""
+        item_vectors = F.normalize(self.item_embedding.weight[1 : self.n_items + 1], dim=-1)
+        return F.normalize(hidden, dim=-1) / self.temperature(), item_vectors, None
+
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:
         """Unit-norm item embeddings ``[..., d]``."""
         return F.normalize(self.item_embedding(items + 1), dim=-1)

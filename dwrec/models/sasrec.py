@@ -118,6 +118,9 @@ class SASRec(SequentialModel):
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:
         return self.item_embedding(items + 1)
 
+    def linear_factors(self, hidden: torch.Tensor):
+        return hidden, self.item_embedding.weight[1:], None
+
     def output_layer(self) -> torch.Tensor:
         return self.item_embedding.weight
 
