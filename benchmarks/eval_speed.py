@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 ML1M = ROOT.parent / "shared" / "data" / "ml-1m"
@@ -287,14 +288,7 @@ def run_large(args) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (
         f"{cpu}, {os.cpu_count()} CPUs visible, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}"

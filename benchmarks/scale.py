@@ -42,6 +42,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _machine import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 MEAN_LENGTH = 42  # log-normal lengths around 42, clipped to [5, 336]: ~50.2 per user
 INTERACTION_CURVE = [(10_000, 100_000), (40_000, 100_000), (160_000, 100_000)]
@@ -379,14 +381,7 @@ def project_full(curves: dict[str, list[dict]], full: tuple[int, int] = FULL) ->
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, Python {platform.python_version()}"

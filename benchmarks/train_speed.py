@@ -57,6 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _machine import cpu_name, load_average
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "ml-1m"
@@ -510,16 +511,7 @@ def time_to_ndcg_markdown(ours: dict, theirs: dict, budget: float) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} CPUs visible, load average {load}"
+    return f"{cpu_name()}, {os.cpu_count()} CPUs visible, load average {load_average()}"
 
 
 def _fmt(value) -> str:
