@@ -7,6 +7,7 @@ Errors of type :class:`dwrec.errors.DwrecError` print as one line, never a trace
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -15,6 +16,13 @@ from rich.markup import escape
 
 from dwrec import __version__
 from dwrec.errors import DwrecError
+
+# torch's CPU kernels run on OpenMP threads that by default spin while they wait for each
+# other: beside any other busy process, a run with as many threads as cores then slows down
+# many times over (13x measured on 2 cores; benchmarks/thread_policy.py). Sleeping waits cost
+# little on an idle machine. Read once, when torch loads, so it is set here, before any command
+# imports torch; a policy the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 COMMAND_MODULES = ("quickstart", "prepare", "datasets", "train", "evaluate", "report")
 

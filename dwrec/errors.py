@@ -30,7 +30,3 @@ class DataFormatError(DwrecError):
 
 class ChecksumError(DwrecError):
     """A downloaded or given archive does not match its pinned sha256."""
-
-
-class NotImplementedYet(DwrecError):
-    exit_code = 2

@@ -316,3 +316,24 @@ def test_cli_device_cuda_without_cuda_exits_2_and_suggests_cpu(data_dir, tmp_pat
     err = capsys.readouterr().err
     assert "CUDA is not available" in err and "--device cpu" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_threads_flag_sets_torch_threads_and_is_recorded(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # restored after the test
+    run = tmp_path / "threads"
+    try:
+        code = main(["train", "--dataset", str(data_dir), "--epochs", "1", "--hidden", "8",
+                     "--heads", "1", "--max-len", "10", "--threads", "2", "--out", str(run),
+                     "-q"])  # fmt: skip
+        assert code == 0
+        assert json.loads((run / "environment.json").read_text())["torch_threads"] == 2
+        assert os.environ["OMP_NUM_THREADS"] == "2"  # what a --nproc worker would inherit
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_cli_threads_below_one_is_a_usage_error(data_dir, tmp_path, capsys):
+    code = main(["train", "--dataset", str(data_dir), "--threads", "0", "--out",
+                 str(tmp_path / "r"), "-q"])  # fmt: skip
+    assert code == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err

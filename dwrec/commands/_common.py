@@ -8,7 +8,24 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def not_yet(command: str, issue: str) -> None:
-    from dwrec.errors import NotImplementedYet
+THREADS_HELP = (
+    "CPU threads for torch \\[all cores]. On a machine shared with other jobs use at most "
+    "the free cores: threads that wait on each other can make a run several times slower."
+)
 
-    raise NotImplementedYet(f"`dwrec {command}` is not yet implemented ({issue})")
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's intra-op threads, here and in any worker process started later
+    (through ``OMP_NUM_THREADS``, which a new process reads when it imports torch)."""
+    if threads is None:
+        return
+    if threads < 1:
+        from dwrec.errors import UsageError
+
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    import os
+
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)

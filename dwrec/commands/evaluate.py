@@ -8,7 +8,7 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
-from dwrec.commands._common import console
+from dwrec.commands._common import THREADS_HELP, console, set_threads
 from dwrec.errors import UsageError
 
 N_DOMAINS_SHOWN = 5
@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(256, "--batch-size", help="Cases ranked at once."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
         seed: int = typer.Option(0, "--seed", help="Seed of --sampled negatives."),
+        threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
         runs_dir: Path = typer.Option(
             Path("runs"), "--runs-dir", help="Where to look for runs when none is given."
         ),
@@ -65,6 +66,7 @@ def register(app: typer.Typer) -> None:
         """
         from dwrec.eval.evaluator import evaluate_run
 
+        set_threads(threads)
         if split not in ("test", "valid"):
             raise UsageError(f"--split must be 'test' or 'valid', got {split!r}")
         selected = list(runs) if runs else _pending_runs(runs_dir, split, force)

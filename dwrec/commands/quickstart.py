@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dwrec.commands._common import console
+from dwrec.commands._common import THREADS_HELP, console, set_threads
 
 
 def register(app: typer.Typer) -> None:
@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         seeds: int = typer.Option(2, "--seeds", help="Seeds per loss."),
         epochs: int = typer.Option(25, "--epochs", help="Maximum epochs per run."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        threads: int = typer.Option(None, "--threads", help=THREADS_HELP),
     ) -> None:
         """Prepare the synthetic dataset, train SASRec with generic, fixed and dynamic domain
         weights on several seeds, evaluate, and print the significance-tested report.
@@ -27,6 +28,8 @@ def register(app: typer.Typer) -> None:
         Running it again continues where it stopped and reuses finished runs.
         """
         from dwrec.quickstart import quickstart
+
+        set_threads(threads)
 
         started = time.perf_counter()
         progress = Progress(

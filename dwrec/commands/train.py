@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from dwrec.commands._common import console, err_console
+from dwrec.commands._common import THREADS_HELP, console, err_console, set_threads
 from dwrec.errors import UsageError
 
 MODEL = "Model"
@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
         eval_batch_size: int = typer.Option(
             None, "--eval-batch-size", help="Validation batch size [512].", rich_help_panel=TRAINING
         ),
+        threads: int = typer.Option(None, "--threads", help=THREADS_HELP, rich_help_panel=TRAINING),
         nproc: int = typer.Option(
             None,
             "--nproc",
@@ -224,6 +225,8 @@ def register(app: typer.Typer) -> None:
         finished, train_done.json. Ctrl-C saves last.pt; continue with --resume RUN.
         """
         from dwrec.train.trainer import TrainingInterrupted, train
+
+        set_threads(threads)
 
         options = {
             "label": label, "hidden": hidden, "layers": layers, "heads": heads, "ffn": ffn,
