@@ -31,7 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the dwrec CLI (see dwrec/cli.py)
+if "OMP_WAIT_POLICY" not in os.environ:  # short OpenMP spin waits, as the CLI (dwrec/cli.py)
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 

@@ -17,12 +17,14 @@ from rich.markup import escape
 from dwrec import __version__
 from dwrec.errors import DwrecError
 
-# torch's CPU kernels run on OpenMP threads that by default spin while they wait for each
-# other: beside any other busy process, a run with as many threads as cores then slows down
-# many times over (13x measured on 2 cores; benchmarks/thread_policy.py). Sleeping waits cost
-# little on an idle machine. Read once, when torch loads, so it is set here, before any command
-# imports torch; a policy the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# torch's CPU kernels run on OpenMP threads that spin while they wait for each other (GNU
+# OpenMP: 300,000 spins by default). Beside any other busy process, a run with as many threads
+# as cores then slows down 2-13x; capping the spins at 1,000 recovers nearly all of that and
+# costs about 4% on an idle machine (benchmarks/thread_policy.py, docs/performance.md). Read
+# once, when torch loads, so it is set here, before any command imports torch. A wait policy
+# or spin count the user set wins; other OpenMP runtimes ignore the variable.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 COMMAND_MODULES = ("quickstart", "prepare", "datasets", "train", "evaluate", "report")
 

@@ -89,12 +89,14 @@ def test_evaluate_on_cuda_without_cuda_names_the_flag():
         evaluator_device("cuda")
 
 
-@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_cli_makes_openmp_threads_sleep_unless_the_user_chose(given, expected):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given:
-        env["OMP_WAIT_POLICY"] = given
-    code = "import os, dwrec.cli, torch; print(os.environ['OMP_WAIT_POLICY'])"
+@pytest.mark.parametrize(
+    "given, expected",
+    [({}, "1000"), ({"GOMP_SPINCOUNT": "50"}, "50"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "unset")],
+)
+def test_cli_caps_openmp_spin_waits_unless_the_user_chose(given, expected):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(given)
+    code = "import os, dwrec.cli, torch; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
