@@ -240,18 +240,19 @@ def probe_step_seconds(args: argparse.Namespace, prepared: dict[str, Any], runs:
     import tempfile
 
     import dwrec
-    from dwrec.eval.evaluator import evaluate_model  # noqa: F401  (import cost outside timing)
+    from dwrec.data.dataset import load_dataset
+    from dwrec.data.split import make_split
+    from dwrec.train.config import resolve
 
     timings = {}
     pairs = sorted({(r.dataset, r.model) for r in runs if run_state(r) != "evaluated"})
     for key, model in pairs:
         options = dict(next(r for r in runs if (r.dataset, r.model) == (key, model)).options)
-        options.update(epochs=1, seed=0)
-        options.pop("weight_domains", None), options.pop("fixed_weight", None)
+        options.update(epochs=1, seed=0, weight_domains=None, fixed_weight=None)
+        config = resolve(dict(options, model=model))  # the settings dwrec.train will use
         stamps: list[float] = []
-        total = {}
 
-        def callback(event, info, stamps=stamps, total=total):
+        def callback(event, info, stamps=stamps):
             if event == "step":
                 stamps.append(time.perf_counter())
                 if len(stamps) > args.probe_steps:
@@ -259,56 +260,36 @@ def probe_step_seconds(args: argparse.Namespace, prepared: dict[str, Any], runs:
 
         scratch = Path(tempfile.mkdtemp(prefix="dwrec-probe-"))
         try:
-            try:
-                dwrec.train(prepared[key].path, model=model, loss="generic",
-                            out=scratch / "run", quiet=True, callback=callback,
-                            **options)  # fmt: skip
-                # A whole epoch ran in fewer steps than the probe asked for.
-            except _Probe:
-                pass
-            except KeyboardInterrupt:
-                pass
-            steps = max(len(stamps) - 1, 1)
-            step_s = (stamps[-1] - stamps[0]) / steps if len(stamps) > 1 else 0.0
-            total["steps"] = _steps_per_epoch(prepared[key].path, model, options)
-            valid_s = _time_validation(prepared[key].path, model, options)
+            dwrec.train(prepared[key].path, model=model, loss="generic", out=scratch / "run",
+                        quiet=True, callback=callback, **options)  # fmt: skip
+        except _Probe:
+            pass  # otherwise a whole epoch ran in fewer steps than the probe asked for
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        timings[(key, model)] = (step_s, total["steps"], valid_s)
+        step_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else 0.0
+        dataset = load_dataset(prepared[key].path)
+        split = make_split(dataset)
+        timings[(key, model)] = (
+            step_s,
+            _steps_per_epoch(dataset, split, config),
+            _time_validation(dataset, split, model, config),
+        )
     return timings
 
 
-def _model_config(model: str, options: dict):
-    """The model's defaults with the run's model options applied (as ``dwrec train`` does)."""
-    import dataclasses
-
-    from dwrec.models.registry import default_config
-
-    config = default_config(model)
-    given = {f.name: options[f.name] for f in dataclasses.fields(config) if f.name in options}
-    return dataclasses.replace(config, **given)
-
-
-def _steps_per_epoch(dataset_path: Path, model: str, options: dict) -> int:
-    from dwrec.data.dataset import load_dataset
-    from dwrec.data.split import make_split
+def _steps_per_epoch(dataset, split, config) -> int:
     from dwrec.train.batches import n_batches, training_windows
 
-    dataset = load_dataset(dataset_path)
-    windows = training_windows(dataset, make_split(dataset), _model_config(model, options).max_len)
-    return n_batches(len(windows), options["batch_size"])
+    windows = training_windows(dataset, split, config.model.max_len)
+    return n_batches(len(windows), config.train.batch_size)
 
 
-def _time_validation(dataset_path: Path, model: str, options: dict) -> float:
+def _time_validation(dataset, split, model: str, config) -> float:
     """Wall seconds of one validation pass of an untrained model of these settings."""
-    from dwrec.data.dataset import load_dataset
-    from dwrec.data.split import make_split
     from dwrec.eval.evaluator import evaluate_model
     from dwrec.models.registry import build_model
 
-    dataset = load_dataset(dataset_path)
-    split = make_split(dataset)
-    net = build_model(model, dataset.n_items, _model_config(model, options)).eval()
+    net = build_model(model, dataset.n_items, config.model).eval()
     start = time.perf_counter()
     evaluate_model(net, dataset, split, which="valid", ks=(10,))
     return time.perf_counter() - start
