@@ -42,3 +42,36 @@ def test_sasrec_user_state_computes_only_the_last_position_but_equals_the_full_f
         full = model(tokens)[:, -1, :]
         last_only = model.user_state(tokens)
     torch.testing.assert_close(last_only, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_last_query_shortcut_equals_projected_keys_and_values_in_float64(padded):
+    """``last_query`` never projects keys/values; check it against plain attention over the
+    projected keys and values, in float64, with non-zero biases (the init zeroes them)."""
+    from dwrec.models.layers import MultiHeadSelfAttention, attention_mask
+
+    torch.manual_seed(2)
+    attention = MultiHeadSelfAttention(12, 2, dropout=0.0).double()
+    with torch.no_grad():
+        for parameter in attention.parameters():
+            parameter.normal_()
+    tokens = torch.randint(1, 9, (5, 7))
+    if padded:
+        tokens[1, :4] = 0
+        tokens[3, :6] = 0
+    x = torch.randn(5, 7, 12, dtype=torch.float64)
+    mask = attention_mask(tokens, causal=True)
+    with torch.no_grad():
+        got = attention.last_query(x, mask)[:, 0]
+        q, k, v = attention.qkv(x).split(12, dim=-1)
+        expected = []
+        for row in range(5):
+            allowed = tokens[row] != 0
+            allowed[-1] = True
+            heads = []
+            for h in range(2):
+                cols = slice(6 * h, 6 * h + 6)
+                logits = k[row, allowed, cols] @ q[row, -1, cols] / 6**0.5
+                heads.append(torch.softmax(logits, dim=0) @ v[row, allowed, cols])
+            expected.append(attention.out(torch.cat(heads)))
+    torch.testing.assert_close(got, torch.stack(expected), rtol=1e-10, atol=1e-10)

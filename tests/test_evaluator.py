@@ -20,6 +20,7 @@ from dwrec.data.dataset import load_dataset
 from dwrec.data.prepare import build_tables
 from dwrec.data.raw import RawData
 from dwrec.data.split import make_split
+from dwrec.errors import DwrecError
 from dwrec.eval import cohorts
 from dwrec.eval.evaluator import (
     evaluate_model,
@@ -501,3 +502,58 @@ def test_pop_run_ranks_by_training_count_with_id_tie_break(tiny_run, tmp_path):
     ranks = pq.read_table(run_dir / "per_user.parquet").column("rank").to_pylist()
     assert ranks == expected
     assert result["overall"]["mean_popularity@5"] > float(stats.item_popularity.mean())
+
+
+# ----------------------------------------------------------------- CPU worker threads
+
+
+@pytest.fixture()
+def threads():
+    """Restore torch's thread count after a test that changes it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_worker_threads_and_forward_slices_rank_like_one_serial_pass(
+    tmp_path, monkeypatch, threads
+):
+    """Batches ranked on 2 worker threads, each forward cut into row slices, give the ranks
+    and top lists of one single-threaded pass over one batch (SASRec: a real transformer)."""
+    import dwrec.eval.evaluator as evaluator
+    from dwrec.eval.evaluator import rank_model
+    from dwrec.models.registry import build_model
+
+    dataset = write_dataset(tmp_path / "data", seed=3, n_users=80, n_items=60)
+    torch.manual_seed(0)
+    config = ModelConfig(hidden=16, heads=2, layers=2, max_len=12)
+    model = build_model("sasrec", dataset.n_items, config).eval()
+    cases = make_split(dataset, "loo").test
+    torch.set_num_threads(1)
+    serial = rank_model(model, dataset, cases, top_k=5, batch_size=1000)
+
+    used = []
+    real_map = evaluator._map_in_workers
+    monkeypatch.setattr(
+        evaluator,
+        "_map_in_workers",
+        lambda work, items, workers: used.append(workers) or real_map(work, items, workers),
+    )
+    monkeypatch.setattr(evaluator, "FORWARD_TOKENS", 30)  # 2-3 rows per forward
+    torch.set_num_threads(2)
+    parallel = rank_model(model, dataset, cases, top_k=5, batch_size=7)
+    assert used == [2]
+    assert torch.get_num_threads() == 2  # the caller's setting is restored
+    np.testing.assert_array_equal(parallel.ranks, serial.ranks)
+    np.testing.assert_array_equal(parallel.top_items, serial.top_items)
+    np.testing.assert_allclose(parallel.top_scores, serial.top_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_an_error_in_a_worker_reaches_the_caller_and_restores_threads(tiny_run, threads):
+    _, dataset, model, split = tiny_run
+    with torch.no_grad():
+        model.item_embedding.weight[3, 0] = float("nan")
+    torch.set_num_threads(2)
+    with pytest.raises(DwrecError, match="NaN scores"):
+        evaluate_model(model, dataset, split, "test", batch_size=4)
+    assert torch.get_num_threads() == 2

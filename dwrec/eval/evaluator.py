@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,7 +158,7 @@ def rank_batch(
         picked = keys.gather(1, local.clamp(0, end - start - 1)[:, None])[:, 0]
         target_keys = torch.where(here, picked, target_keys)
         if single:
-            counts = (keys > target_keys[:, None]).sum(dim=1)
+            counts = _count_above(keys, target_keys)
         if top_k:
             k = min(top_k, end - start)
             chunk_best = torch.topk(keys, k, dim=1)
@@ -168,9 +169,15 @@ def rank_batch(
     if not single:  # pass 2: items above the target, chunk by chunk
         for start, end in bounds:
             keys = _chunk_keys(score_chunk, start, end, targets, mask_rows, mask_cols, n_items)
-            counts += (keys > target_keys[:, None]).sum(dim=1)
+            counts += _count_above(keys, target_keys)
     top_items = torch.where(top_keys == MASKED_KEY, -1, top_items)
     return counts + 1, top_items, top_keys
+
+
+def _count_above(keys: torch.Tensor, target_keys: torch.Tensor) -> torch.Tensor:
+    """``[B]`` int64: per row, the keys above the target's (summed as int32: a chunk has fewer
+    than 2**31 columns, and an int32 sum avoids an int64 copy of the whole comparison)."""
+    return (keys > target_keys[:, None]).sum(dim=1, dtype=torch.int32).long()
 
 
 def _chunk_keys(score_chunk, start, end, targets, mask_rows, mask_cols, n_items) -> torch.Tensor:
@@ -261,9 +268,14 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
     # Batches of similar history length, so all-padding columns can be dropped (models count
     # positions from the first real token: the same states on fewer columns).
     order = np.argsort(np.minimum(cases.history_end - starts_all, max_len), kind="stable")
-    ranks, tops, top_keys = [], [], []
-    for begin in range(0, len(cases), opts.batch_size):
-        part = order[begin : begin + opts.batch_size]
+    parts = [
+        order[begin : begin + opts.batch_size] for begin in range(0, len(cases), opts.batch_size)
+    ]
+    # Sampled candidates come from one generator in batch order, so those batches run serially.
+    workers = 1 if opts.sampled else _cpu_workers(opts.device, len(parts))
+    score_elements = max(1, opts.max_score_elements // workers)
+
+    def rank_part(part: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         starts, ends = starts_all[part], cases.history_end[part]
         tokens = torch.from_numpy(history_tokens(dataset, starts, ends, max_len))
         tokens = trim_leading_padding(tokens).to(opts.device)
@@ -275,12 +287,12 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
             cols = dataset.item_ids[source]
         rows_t = torch.from_numpy(rows).to(opts.device)
         cols_t = torch.from_numpy(cols).to(opts.device)
-        state = model.user_state(tokens)
+        state = _user_states(model, tokens)
         if opts.sampled:
             candidates = _sample_candidates(targets, rows_t, cols_t, n_items, opts, generator)
             result = rank_sampled(model.score(state, candidates), candidates, opts.top_k)
         else:
-            chunk = max(1, opts.max_score_elements // max(1, len(targets)))
+            chunk = max(1, score_elements // max(1, len(targets)))
             result = rank_batch(
                 _score_chunk(model, state, n_items),
                 targets,
@@ -290,10 +302,11 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
                 opts.top_k,
                 chunk,
             )
-        ranks.append(result[0].cpu())
-        tops.append(result[1].cpu())
-        top_keys.append(result[2].cpu())
-    ranking = _collect(ranks, tops, top_keys, opts.top_k)
+        return result[0].cpu(), result[1].cpu(), result[2].cpu()
+
+    results = _map_in_workers(rank_part, parts, workers)
+    ranks = [result[0] for result in results]
+    ranking = _collect(ranks, [r[1] for r in results], [r[2] for r in results], opts.top_k)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     return Ranking(
@@ -301,6 +314,53 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
         top_items=ranking.top_items[inverse],
         top_scores=ranking.top_scores[inverse],
     )
+
+
+FORWARD_TOKENS = 4096
+"""Token positions per model forward: the batch's rows are fed in slices of about this many
+positions, which keeps a transformer's activations (a few MiB) in the CPU caches."""
+
+
+def _user_states(model, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.user_state`` of a ``[B, L]`` batch, computed in row slices of about
+    :data:`FORWARD_TOKENS` positions (a row's state depends on that row alone)."""
+    rows = max(1, FORWARD_TOKENS // max(1, tokens.shape[1]))
+    if tokens.device.type != "cpu" or rows >= tokens.shape[0]:
+        return model.user_state(tokens)
+    return torch.cat([model.user_state(trim_leading_padding(part)) for part in tokens.split(rows)])
+
+
+def _cpu_workers(device: torch.device, n_tasks: int) -> int:
+    """How many threads rank batches at once: on CPU, torch's thread count (each worker then
+    runs its batch on one thread); elsewhere 1."""
+    if device.type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), n_tasks))
+
+
+def _map_in_workers(work, items: list, workers: int) -> list:
+    """``[work(item) for item in items]`` in inference mode, on ``workers`` threads.
+
+    On a CPU, one batch per thread with one torch thread each beats every batch on all
+    threads: the operations of a batch are small (a few MiB), so splitting each across cores
+    costs more in synchronisation than it gains. torch releases the GIL inside its kernels.
+    The caller's torch thread count is restored afterwards.
+    """
+    if workers <= 1:
+        return [work(item) for item in items]
+    threads = torch.get_num_threads()
+
+    def run(item):
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            return work(item)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dwrec-rank")
+    try:
+        return list(pool.map(run, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
 
 
 def _score_chunk(model, state: torch.Tensor, n_items: int) -> ScoreChunk:

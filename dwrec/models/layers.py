@@ -87,21 +87,32 @@ class MultiHeadSelfAttention(nn.Module):
     def last_query(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
         """Attention output of the last position only: ``x [B, L, d]`` -> ``[B, 1, d]``.
 
-        Equals ``forward(x, mask)[:, -1:]`` without computing the other queries (ranking
-        needs only the last state; keys and values still come from every position)."""
+        Equals ``forward(x, mask)[:, -1:]`` (no attention dropout) without projecting any key
+        or value. With ``q`` the last query of a head and ``W_k, b_k, W_v, b_v`` its slices:
+
+        - ``q . (W_k x_j + b_k) = (W_k^T q) . x_j + q . b_k``, and the last term is the same for
+          every key ``j``, so the softmax weights ``p_j`` come from ``(W_k^T q) . x_j``;
+        - ``sum_j p_j (W_v x_j + b_v) = W_v (sum_j p_j x_j) + b_v``, because ``sum_j p_j = 1``.
+
+        That replaces the ``[L, d] x [d, 2d]`` key/value projection by two ``L x d`` products
+        per head (ranking needs only the last state, so this is most of the last block's cost).
+        """
         batch, length, hidden = x.shape
         head = hidden // self.heads
         weight, bias = self.qkv.weight, self.qkv.bias
-        query = F.linear(x[:, -1:], weight[:hidden], bias[:hidden])
-        key_value = F.linear(x, weight[hidden:], bias[hidden:]).view(
-            batch, length, 2, self.heads, head
+        query = F.linear(x[:, -1], weight[:hidden], bias[:hidden]).view(batch, self.heads, head)
+        key_weight = weight[hidden : 2 * hidden].view(self.heads, head, hidden)
+        value_weight = weight[2 * hidden :].view(self.heads, head, hidden)
+        probe = torch.einsum("bhe,hed->bhd", query, key_weight) * head**-0.5  # [B, heads, d]
+        logits = torch.bmm(probe, x.transpose(1, 2))  # [B, heads, L]
+        if not isinstance(mask, str):
+            # The last query may see every real key (causal or not): its row of the mask.
+            logits = logits.masked_fill(~mask[:, 0, -1:, :], float("-inf"))
+        mixed = torch.bmm(torch.softmax(logits, dim=-1), x)  # [B, heads, d]: sum_j p_j x_j
+        values = torch.einsum("bhd,hed->bhe", mixed, value_weight) + bias[2 * hidden :].view(
+            self.heads, head
         )
-        key, value = key_value.permute(2, 0, 3, 1, 4)
-        query = query.view(batch, 1, self.heads, head).transpose(1, 2)
-        # The last query may see every real key (causal or not): keep only its mask row.
-        last_mask = None if isinstance(mask, str) else mask[:, :, -1:, :]
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=last_mask)
-        return self.out(attended.transpose(1, 2).reshape(batch, 1, hidden))
+        return self.out(values.reshape(batch, 1, hidden))
 
     def forward(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
         """``x [B, L, d]``, ``mask [B, 1, L, L]`` bool -> ``[B, L, d]``."""

@@ -44,14 +44,21 @@ class SASRecBlock(nn.Module):
         self.attention = MultiHeadSelfAttention(hidden, heads, dropout)
         self.ffn_norm = nn.LayerNorm(hidden)
         self.ffn = nn.Sequential(
-            nn.Linear(hidden, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, hidden)
+            nn.Linear(hidden, ffn),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(ffn, hidden),
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: Mask, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: Mask, tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Padding rows are re-zeroed when ``tokens`` is given (ranking, which reads only the
+        last real position, skips that: a real query never attends to a padding key)."""
         x = x + self.dropout(self.attention(self.attention_norm(x), mask))
         x = x + self.dropout(self.ffn(self.ffn_norm(x)))
-        return zero_padding(x, tokens)
+        return x if tokens is None else zero_padding(x, tokens)
 
     def last_position(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
         """``forward(...)[:, -1:]`` computed for the last position only (``[B, 1, d]``)."""
@@ -102,11 +109,12 @@ class SASRec(SequentialModel):
         return TrainingBatch(*next_item_batch(windows))
 
     def user_state(self, history: torch.Tensor) -> torch.Tensor:
-        """The last position's state; the final block computes that position only."""
+        """The last position's state; the final block computes that position only, and padding
+        rows are not re-zeroed between blocks (they cannot reach a real position)."""
         tokens = history[:, -self.config.max_len :]
         x, mask = self._embed(tokens)
         for block in self.blocks[:-1]:
-            x = block(x, mask, tokens)
+            x = block(x, mask)
         last = self.blocks[-1].last_position(x, mask)[:, 0]
         return zero_padding(self.final_norm(last), tokens[:, -1:].squeeze(1))
 
