@@ -229,7 +229,7 @@ def one_batch_at_a_time(model, dataset, split, device) -> None:
     import dwrec.eval.evaluator as evaluator
 
     saved = evaluator._cpu_workers, evaluator.FORWARD_TOKENS
-    evaluator._cpu_workers = lambda device, n_tasks: 1
+    evaluator._cpu_workers = lambda device: 1
     evaluator.FORWARD_TOKENS = 1 << 30
     try:
         evaluator.evaluate_model(model, dataset, split, "test", (10,), device=device)

@@ -515,8 +515,9 @@ def threads():
     torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize(("n_threads", "batch_size"), [(2, 7), (5, 256)])
 def test_worker_threads_and_forward_slices_rank_like_one_serial_pass(
-    tmp_path, monkeypatch, threads
+    tmp_path, monkeypatch, threads, n_threads, batch_size
 ):
     """Batches ranked on 2 worker threads, each forward cut into row slices, give the ranks
     and top lists of one single-threaded pass over one batch (SASRec: a real transformer)."""
@@ -540,10 +541,10 @@ def test_worker_threads_and_forward_slices_rank_like_one_serial_pass(
         lambda work, items, workers: used.append(workers) or real_map(work, items, workers),
     )
     monkeypatch.setattr(evaluator, "FORWARD_TOKENS", 30)  # 2-3 rows per forward
-    torch.set_num_threads(2)
-    parallel = rank_model(model, dataset, cases, top_k=5, batch_size=7)
-    assert used == [2]
-    assert torch.get_num_threads() == 2  # the caller's setting is restored
+    torch.set_num_threads(n_threads)
+    parallel = rank_model(model, dataset, cases, top_k=5, batch_size=batch_size)
+    assert used == [n_threads]  # 80 cases: 256-case batches are cut to feed every worker
+    assert torch.get_num_threads() == n_threads  # the caller's setting is restored
     np.testing.assert_array_equal(parallel.ranks, serial.ranks)
     np.testing.assert_array_equal(parallel.top_items, serial.top_items)
     np.testing.assert_allclose(parallel.top_scores, serial.top_scores, rtol=1e-5, atol=1e-6)

@@ -268,11 +268,13 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
     # Batches of similar history length, so all-padding columns can be dropped (models count
     # positions from the first real token: the same states on fewer columns).
     order = np.argsort(np.minimum(cases.history_end - starts_all, max_len), kind="stable")
-    parts = [
-        order[begin : begin + opts.batch_size] for begin in range(0, len(cases), opts.batch_size)
-    ]
     # Sampled candidates come from one generator in batch order, so those batches run serially.
-    workers = 1 if opts.sampled else _cpu_workers(opts.device, len(parts))
+    workers = 1 if opts.sampled else _cpu_workers(opts.device)
+    size = opts.batch_size
+    if workers > 1:  # at least 2 batches per worker, when the cases allow
+        size = max(1, min(size, -(-len(cases) // (2 * workers))))
+    parts = [order[begin : begin + size] for begin in range(0, len(cases), size)]
+    workers = min(workers, max(1, len(parts)))
     score_elements = max(1, opts.max_score_elements // workers)
 
     def rank_part(part: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -330,12 +332,10 @@ def _user_states(model, tokens: torch.Tensor) -> torch.Tensor:
     return torch.cat([model.user_state(trim_leading_padding(part)) for part in tokens.split(rows)])
 
 
-def _cpu_workers(device: torch.device, n_tasks: int) -> int:
+def _cpu_workers(device: torch.device) -> int:
     """How many threads rank batches at once: on CPU, torch's thread count (each worker then
     runs its batch on one thread); elsewhere 1."""
-    if device.type != "cpu":
-        return 1
-    return max(1, min(torch.get_num_threads(), n_tasks))
+    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
 
 
 def _map_in_workers(work, items: list, workers: int) -> list:
