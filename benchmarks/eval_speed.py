@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from _machine import cpu_name
 
+from dwrec.runtime import tune_malloc
+
 ROOT = Path(__file__).resolve().parents[1]
 ML1M = ROOT.parent / "shared" / "data" / "ml-1m"
 
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--large-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    tune_malloc()  # as the dwrec command does (dwrec/runtime.py)
     if args.large_child:
         print(json.dumps(large_child(args.device)))
         return

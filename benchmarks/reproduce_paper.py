@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from dwrec.runtime import tune_malloc
+
 if "OMP_WAIT_POLICY" not in os.environ:  # short OpenMP spin waits, as the CLI (dwrec/cli.py)
     os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 REPO = Path(__file__).resolve().parents[1]
@@ -410,6 +412,8 @@ def _clock(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
+
+    tune_malloc()  # as the dwrec command does (dwrec/runtime.py)
 
     if args.threads:
         torch.set_num_threads(args.threads)

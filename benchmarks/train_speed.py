@@ -59,6 +59,8 @@ from pathlib import Path
 import torch
 from _machine import cpu_name, load_average
 
+from dwrec.runtime import tune_malloc
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "ml-1m"
 DEFAULT_SMALL_SOURCE = REPO.parent / "shared" / "data" / "ml-100k"
@@ -526,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    tune_malloc()  # as the dwrec command does (dwrec/runtime.py)
     command = "python benchmarks/train_speed.py " + shlex.join(argv)
     sections = [
         "# SASRec + CE training speed: dwrec"

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from dwrec import __version__
 from dwrec.errors import DwrecError
+from dwrec.runtime import tune_malloc
 
 # torch's CPU kernels run on OpenMP threads that spin while they wait for each other (GNU
 # OpenMP: 300,000 spins by default). Beside any other busy process, a run with as many threads
@@ -25,6 +26,9 @@ from dwrec.errors import DwrecError
 # or spin count the user set wins; other OpenMP runtimes ignore the variable.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+# Keep large freed blocks in glibc's heap instead of returning them to the kernel after every
+# training step (dwrec/runtime.py; DWREC_MALLOC_TUNING=0 or glibc's own variables opt out).
+tune_malloc()
 
 COMMAND_MODULES = ("quickstart", "prepare", "datasets", "train", "evaluate", "report")
 

@@ -15,6 +15,7 @@ from dwrec.errors import UsageError
 from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch
 from dwrec.models.layers import (
     PAD,
+    Dropout,
     last_tokens,
     new_item_embedding,
     next_item_batch,
@@ -53,7 +54,7 @@ class GRU4Rec(SequentialModel):
         # one. With BERT's N(0, 0.02^2) GRU4Rec learns many times more slowly, and N(0, 1/d)
         # about twice as slowly (measured on the synthetic dataset; see docs/models.md).
         self.item_embedding = new_item_embedding(n_items, config.hidden, std=1.0)
-        self.input_dropout = nn.Dropout(config.dropout)
+        self.input_dropout = Dropout(config.dropout)
         self.gru = nn.GRU(
             config.hidden,
             config.hidden,

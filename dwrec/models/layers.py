@@ -52,6 +52,53 @@ Mask = torch.Tensor | str
 """A boolean ``[B, 1, L, L]`` mask, or :data:`CAUSAL` / :data:`FULL` when no token is padding."""
 
 
+DROP_LEVELS = 1 << 16
+"""On CPU, dropout probabilities are rounded to a multiple of ``1 / DROP_LEVELS``."""
+
+
+def keep_mask(
+    shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, float]:
+    """A CPU dropout mask: bool ``shape`` (True = keep) and the scale ``1 / P(keep)``.
+
+    torch's CPU ``bernoulli_`` draws one Mersenne-Twister number per element (about 8 ns
+    each here, a quarter of a SASRec training step). This draws 64 uniform bits per 4
+    elements from the same generator (``random_`` over the full int64 range) and reads them
+    as 16-bit lanes: an element is dropped when its lane falls in the lowest
+    ``round(p * DROP_LEVELS)`` of the ``DROP_LEVELS`` values, so ``P(drop)`` is ``p`` rounded
+    to a multiple of ``1 / 65,536`` (0.2 becomes 0.199997), and the scale uses that rounded
+    value, so ``E[dropout(x)] = x`` exactly. Seeded by ``torch.manual_seed`` like any CPU draw.
+    """
+    count = 1
+    for size in shape:
+        count *= int(size)
+    drop = min(DROP_LEVELS - 1, max(0, round(p * DROP_LEVELS)))
+    words = torch.empty((count + 3) // 4, dtype=torch.int64)
+    words.random_(-(2**63), None, generator=generator)  # the full 64-bit range
+    lanes = words.view(torch.int16)[:count]
+    keep = lanes >= drop - DROP_LEVELS // 2  # lanes are uniform over [-32768, 32767]
+    return keep.view(tuple(shape)), DROP_LEVELS / (DROP_LEVELS - drop)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout(x, p, training)``, with :func:`keep_mask` on CPU (elsewhere torch's own)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or not x.dtype.is_floating_point:
+        return F.dropout(x, p, training)
+    keep, scale = keep_mask(x.shape, p)
+    factor = keep.to(x.dtype)
+    factor.mul_(scale)
+    return x * factor
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (same state, same ``p``) computed by :func:`dropout`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
 def attention_mask(tokens: torch.Tensor, causal: bool) -> Mask:
     """``[B, L]`` tokens -> boolean mask ``[B, 1, L, L]`` for ``scaled_dot_product_attention``
     (``True`` = the query may attend to the key).
@@ -120,7 +167,11 @@ class MultiHeadSelfAttention(nn.Module):
         qkv = self.qkv(x).view(batch, length, 3, self.heads, hidden // self.heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each [B, heads, L, d_head]
         dropout_p = self.dropout if self.training else 0.0
-        if isinstance(mask, str):
+        if dropout_p > 0.0 and x.device.type == "cpu":
+            # SDPA with dropout runs its unfused math path on CPU anyway; this is the same
+            # computation with the faster dropout mask.
+            attended = _attention_with_dropout(query, key, value, mask, dropout_p)
+        elif isinstance(mask, str):
             attended = F.scaled_dot_product_attention(
                 query, key, value, dropout_p=dropout_p, is_causal=mask == CAUSAL
             )
@@ -129,6 +180,20 @@ class MultiHeadSelfAttention(nn.Module):
                 query, key, value, attn_mask=mask, dropout_p=dropout_p
             )
         return self.out(attended.transpose(1, 2).reshape(batch, length, hidden))
+
+
+def _attention_with_dropout(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: Mask, p: float
+) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d) + mask) -> dropout(p) -> @ v``, as SDPA's math path."""
+    scores = torch.matmul(query, key.transpose(-2, -1)).mul_(query.shape[-1] ** -0.5)
+    if not isinstance(mask, str):
+        scores.masked_fill_(~mask, float("-inf"))
+    elif mask == CAUSAL:
+        length = scores.shape[-1]
+        future = torch.ones(length, length, dtype=torch.bool, device=scores.device).triu_(1)
+        scores.masked_fill_(future, float("-inf"))
+    return torch.matmul(dropout(torch.softmax(scores, dim=-1), p, True), value)
 
 
 class TransformerBlock(nn.Module):
@@ -143,11 +208,11 @@ class TransformerBlock(nn.Module):
         self.norm_first = norm_first
         self.attention = MultiHeadSelfAttention(hidden, heads, dropout)
         self.feed_forward = nn.Sequential(
-            nn.Linear(hidden, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, hidden)
+            nn.Linear(hidden, ffn), nn.GELU(), Dropout(dropout), nn.Linear(ffn, hidden)
         )
         self.attention_norm = nn.LayerNorm(hidden)
         self.feed_forward_norm = nn.LayerNorm(hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
         """``x [B, L, d]``, ``mask [B, 1, L, L]`` -> ``[B, L, d]``."""
@@ -172,7 +237,7 @@ class TransformerEncoder(nn.Module):
         self.causal = causal
         self.max_len = config.max_len
         self.position_embedding = nn.Embedding(config.max_len, config.hidden)
-        self.input_dropout = nn.Dropout(config.dropout)
+        self.input_dropout = Dropout(config.dropout)
         # PostNorm normalises the input sum (as BERT does); PreNorm normalises the output.
         self.input_norm = nn.Identity() if norm_first else nn.LayerNorm(config.hidden)
         self.blocks = nn.ModuleList(

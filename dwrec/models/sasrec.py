@@ -22,6 +22,7 @@ from torch import nn
 
 from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch
 from dwrec.models.layers import (
+    Dropout,
     Mask,
     MultiHeadSelfAttention,
     attention_mask,
@@ -46,10 +47,10 @@ class SASRecBlock(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(hidden, ffn),
             nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(ffn, hidden),
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self, x: torch.Tensor, mask: Mask, tokens: torch.Tensor | None = None
@@ -78,7 +79,7 @@ class SASRec(SequentialModel):
         hidden = config.hidden
         self.item_embedding = nn.Embedding(n_items + 1, hidden, padding_idx=0)
         self.position_embedding = nn.Embedding(config.max_len, hidden)
-        self.input_dropout = nn.Dropout(config.dropout)
+        self.input_dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             SASRecBlock(hidden, config.heads, ffn_size(config), config.dropout)
             for _ in range(config.layers)

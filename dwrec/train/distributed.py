@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from dwrec import runtime
 from dwrec.devices import resolve_device
 from dwrec.errors import DwrecError, UsageError
 
@@ -407,8 +408,9 @@ def spawn(nproc: int, arguments: dict[str, Any]) -> Any:
     context = _start_context()
     reports = context.Queue()
     port = free_port()
-    # a forkserver started earlier has an older cwd and environment: send today's
-    here = (os.getcwd(), dict(os.environ))
+    # a forkserver started earlier has an older cwd and environment: send today's (and
+    # whether this process tuned glibc's malloc, dwrec/runtime.py, so the workers do too)
+    here = (os.getcwd(), dict(os.environ), runtime.applied)
     workers = [
         context.Process(
             target=_worker,
@@ -530,11 +532,11 @@ def _failure_line(rank: int, kind: str, payload: Any) -> str:
 
 
 def _worker(
-    rank: int, world_size: int, port: int, arguments: dict, reports, here: tuple[str, dict]
+    rank: int, world_size: int, port: int, arguments: dict, reports, here: tuple[str, dict, bool]
 ) -> None:
-    """One rank of ``--nproc``: the parent's cwd and environment plus torchrun's variables,
-    then the ordinary ``train``."""
-    cwd, environment = here
+    """One rank of ``--nproc``: the parent's cwd, environment and malloc tuning plus
+    torchrun's variables, then the ordinary ``train``."""
+    cwd, environment, malloc_tuned = here
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environment)
@@ -546,6 +548,8 @@ def _worker(
         LOCAL_RANK=str(rank),
         LOCAL_WORLD_SIZE=str(world_size),
     )
+    if malloc_tuned:
+        runtime.tune_malloc()
     if "OMP_NUM_THREADS" not in os.environ:  # N ranks share the cores (torchrun's habit)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     from dwrec.train.trainer import TrainingInterrupted, train
