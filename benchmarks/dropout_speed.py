@@ -1,0 +1,132 @@
+"""dwrec's CPU dropout (16-bit lanes of 64-bit draws, dwrec.models.layers.keep_mask) against
+torch's own (``F.dropout``, and SDPA's dropout for the attention probabilities).
+
+Two figures, each the two variants taking turns in the same process:
+
+- ``mask``: one dropout of a ``[128, 200, 256]`` float32 tensor (a SASRec feed-forward
+  activation at batch 128, length 200), p = 0.2;
+- ``step``: one SASRec + CE training step on the ML-1M excerpt (``train_speed.py``'s
+  settings: hidden 64, 2 blocks, length 200, batch 128, dropout 0.2), best of ``--steps``
+  per variant, with the same batches.
+
+    python benchmarks/dropout_speed.py [--threads 2] [--steps 4] [--write FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from _machine import cpu_name, load_average
+
+from dwrec.runtime import tune_malloc
+
+
+@contextmanager
+def torch_dropout():
+    """Route dwrec's dropout and its CPU attention-dropout path back to torch's kernels."""
+    from dwrec.models import layers
+
+    saved = layers.dropout, layers._attention_with_dropout
+
+    def sdpa(query, key, value, mask, p):
+        if isinstance(mask, str):
+            return F.scaled_dot_product_attention(
+                query, key, value, dropout_p=p, is_causal=mask == layers.CAUSAL
+            )
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=p)
+
+    layers.dropout = lambda x, p, training: F.dropout(x, p, training)
+    layers._attention_with_dropout = sdpa
+    try:
+        yield
+    finally:
+        layers.dropout, layers._attention_with_dropout = saved
+
+
+def best(work, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def mask_figures(repeats: int) -> dict:
+    from dwrec.models.layers import dropout
+
+    x = torch.randn(128, 200, 256)
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(best(lambda: dropout(x, 0.2, True), 1))
+        theirs.append(best(lambda: F.dropout(x, 0.2, True), 1))
+    return {"dwrec": min(ours), "torch": min(theirs)}
+
+
+def step_figures(args) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import train_speed
+
+    from dwrec.train.batches import batch_slices
+
+    speed_args = train_speed.parse_args(["--threads", str(args.threads)])
+    dataset_dir = train_speed._prepare(speed_args)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = train_speed._trainer(speed_args, dataset_dir, Path(tmp))
+        trainer.model.train()
+        generator = torch.Generator().manual_seed(0)
+        slices = list(batch_slices(len(trainer.windows), speed_args.batch_size, generator))
+        trainer._step(slices[0])
+        ours, theirs = [], []
+        for index in slices[1 : 1 + args.steps]:
+            ours.append(best(lambda index=index: trainer._step(index), 1))
+            with torch_dropout():
+                theirs.append(best(lambda index=index: trainer._step(index), 1))
+    return {"dwrec": min(ours), "torch": min(theirs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4, help="training steps per variant")
+    parser.add_argument("--write", type=Path, help="also write the markdown here")
+    args = parser.parse_args()
+    if args.threads < 1 or args.steps < 1:
+        parser.error("--threads and --steps must be >= 1")
+    tune_malloc()  # as the dwrec command does
+    torch.set_num_threads(args.threads)
+    rows = [("mask of 128 x 200 x 256, p = 0.2", mask_figures(10))]
+    rows.append(("SASRec + CE training step, ML-1M excerpt", step_figures(args)))
+    lines = [
+        "## CPU dropout: dwrec's masks vs torch's",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the "
+        f"end {load_average()}",
+        f"- machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch {torch.__version__} "
+        f"({args.threads} threads)",
+        f"- command: `python benchmarks/dropout_speed.py {' '.join(sys.argv[1:])}`".rstrip(),
+        "",
+        "| what | torch's dropout (s) | dwrec's (s) | torch / dwrec |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, figures in rows:
+        lines.append(
+            f"| {label} | {figures['torch']:.4f} | {figures['dwrec']:.4f} | "
+            f"**{figures['torch'] / figures['dwrec']:.2f}x** |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        args.write.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
