@@ -1,9 +1,11 @@
-"""What every benchmark report says about the machine it ran on."""
+"""What every benchmark report says about the machine it ran on, and a timing helper."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -21,3 +23,13 @@ def cpu_name() -> str:
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages, e.g. ``"1.20, 0.80, 0.50"``."""
     return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def best_of(repeats: int, work: Callable[[], object]) -> float:
+    """The shortest wall time of ``repeats`` calls of ``work()``, in seconds."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times)

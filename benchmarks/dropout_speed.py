@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _machine import cpu_name, load_average
+from _machine import best_of, cpu_name, load_average
 
 from dwrec.runtime import tune_malloc
 
@@ -51,23 +51,14 @@ def torch_dropout():
         layers.dropout, layers._attention_with_dropout = saved
 
 
-def best(work, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def mask_figures(repeats: int) -> dict:
     from dwrec.models.layers import dropout
 
     x = torch.randn(128, 200, 256)
     ours, theirs = [], []
     for _ in range(repeats):
-        ours.append(best(lambda: dropout(x, 0.2, True), 1))
-        theirs.append(best(lambda: F.dropout(x, 0.2, True), 1))
+        ours.append(best_of(1, lambda: dropout(x, 0.2, True)))
+        theirs.append(best_of(1, lambda: F.dropout(x, 0.2, True)))
     return {"dwrec": min(ours), "torch": min(theirs)}
 
 
@@ -87,9 +78,9 @@ def step_figures(args) -> dict:
         trainer._step(slices[0])
         ours, theirs = [], []
         for index in slices[1 : 1 + args.steps]:
-            ours.append(best(lambda index=index: trainer._step(index), 1))
+            ours.append(best_of(1, lambda index=index: trainer._step(index)))
             with torch_dropout():
-                theirs.append(best(lambda index=index: trainer._step(index), 1))
+                theirs.append(best_of(1, lambda index=index: trainer._step(index)))
     return {"dwrec": min(ours), "torch": min(theirs)}
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import cpu_name
+from _machine import best_of, cpu_name
 
 from dwrec.runtime import tune_malloc
 
@@ -112,15 +112,6 @@ def sasrec(n_items: int):
     torch.manual_seed(0)
     config = ModelConfig(hidden=64, layers=2, heads=2, max_len=200, dropout=0.2)
     return SASRec(n_items, config).eval()
-
-
-def best_of(repeats: int, work) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def user_states(model, dataset, cases, device) -> torch.Tensor:
