@@ -307,8 +307,8 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
         return result[0].cpu(), result[1].cpu(), result[2].cpu()
 
     results = _map_in_workers(rank_part, parts, workers)
-    ranks = [result[0] for result in results]
-    ranking = _collect(ranks, [r[1] for r in results], [r[2] for r in results], opts.top_k)
+    ranks, tops, top_keys = ([result[i] for result in results] for i in range(3))
+    ranking = _collect(ranks, tops, top_keys, opts.top_k)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     return Ranking(

@@ -87,8 +87,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if x.device.type != "cpu" or not x.dtype.is_floating_point:
         return F.dropout(x, p, training)
     keep, scale = keep_mask(x.shape, p)
-    factor = keep.to(x.dtype)
-    factor.mul_(scale)
+    factor = torch.where(keep, torch.tensor(scale, dtype=x.dtype), torch.tensor(0, dtype=x.dtype))
     return x * factor
 
 
@@ -186,7 +185,7 @@ def _attention_with_dropout(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: Mask, p: float
 ) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d) + mask) -> dropout(p) -> @ v``, as SDPA's math path."""
-    scores = torch.matmul(query, key.transpose(-2, -1)).mul_(query.shape[-1] ** -0.5)
+    scores = torch.matmul(query * query.shape[-1] ** -0.5, key.transpose(-2, -1))
     if not isinstance(mask, str):
         scores.masked_fill_(~mask, float("-inf"))
     elif mask == CAUSAL:
