@@ -75,3 +75,28 @@ def test_last_query_shortcut_equals_projected_keys_and_values_in_float64(padded)
                 heads.append(torch.softmax(logits, dim=0) @ v[row, allowed, cols])
             expected.append(attention.out(torch.cat(heads)))
     torch.testing.assert_close(got, torch.stack(expected), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "pinnerformer", "bert4rec"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_last_position_user_state_equals_the_full_forward_in_float64(name, layers):
+    """Every parameter random (LayerNorm and biases included, which the initialisation
+    zeroes), float64, padded rows: ``user_state`` (last block at the last position only)
+    equals the last position of ``forward`` over the same input."""
+    torch.manual_seed(7)
+    config = ModelConfig(hidden=12, heads=2, layers=layers, max_len=9, ffn=20)
+    model = build_model(name, 30, config).double().eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.5)
+    history = torch.randint(1, 31, (4, 8))
+    history[1, :5] = 0
+    history[3, :7] = 0
+    with torch.no_grad():
+        state = model.user_state(history)
+        if name == "bert4rec":  # its state is read at a mask token appended to the history
+            tokens = torch.cat([history, torch.full((4, 1), model.mask_token)], dim=1)
+        else:
+            tokens = history
+        full = model(tokens)[:, -1]
+    torch.testing.assert_close(state, full, rtol=1e-10, atol=1e-10)

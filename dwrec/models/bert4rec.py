@@ -84,7 +84,10 @@ class BERT4Rec(SequentialModel):
         if history.shape[1] > keep:
             history = history[:, -keep:]
         mask_column = torch.full_like(history[:, :1], self.mask_token)
-        return self.forward(torch.cat([history, mask_column], dim=1))[:, -1]
+        tokens = torch.cat([history, mask_column], dim=1)
+        # as forward, at the mask token only (never padding, so nothing to zero)
+        hidden = self.encoder.last_state(self.item_embedding(tokens), tokens)
+        return self.head_norm(F.gelu(self.head_projection(hidden)))
 
     def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """``hidden [N, d]`` -> ``[N, n_items]`` (or ``[N, C]`` for candidates ``items``):

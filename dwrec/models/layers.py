@@ -221,6 +221,18 @@ class TransformerBlock(nn.Module):
         x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
         return self.feed_forward_norm(x + self.dropout(self.feed_forward(x)))
 
+    def last_position(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
+        """``forward(x, mask)[:, -1]`` computed for the last position only (``[B, d]``):
+        keys and values still come from every position (``MultiHeadSelfAttention.last_query``),
+        the rest of the block is per position."""
+        last = x[:, -1:]
+        if self.norm_first:
+            last = last + self.dropout(self.attention.last_query(self.attention_norm(x), mask))
+            last = last + self.dropout(self.feed_forward(self.feed_forward_norm(last)))
+            return last[:, 0]
+        last = self.attention_norm(last + self.dropout(self.attention.last_query(x, mask)))
+        return self.feed_forward_norm(last + self.dropout(self.feed_forward(last)))[:, 0]
+
 
 class TransformerEncoder(nn.Module):
     """Learned positions + a stack of :class:`TransformerBlock` over embedded tokens.
@@ -249,14 +261,25 @@ class TransformerEncoder(nn.Module):
         nn.init.normal_(self.position_embedding.weight, std=0.02)
 
     def forward(self, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.shape[1] > self.max_len:
-            raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len {self.max_len}")
-        x = embedded + self.position_embedding(positions_from_start(tokens))
-        x = self.input_dropout(self.input_norm(x))
-        mask = attention_mask(tokens, self.causal)
+        x, mask = self._inputs(embedded, tokens)
         for block in self.blocks:
             x = block(x, mask)
         return zero_padding(self.output_norm(x), tokens)
+
+    def last_state(self, embedded: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``forward(embedded, tokens)[:, -1]`` (``[B, d]``) with the last block computed at
+        the last position only, which is all ranking reads."""
+        x, mask = self._inputs(embedded, tokens)
+        for block in self.blocks[:-1]:
+            x = block(x, mask)
+        last = self.output_norm(self.blocks[-1].last_position(x, mask))
+        return zero_padding(last, tokens[:, -1])
+
+    def _inputs(self, embedded: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, Mask]:
+        if tokens.shape[1] > self.max_len:
+            raise ValueError(f"sequence length {tokens.shape[1]} exceeds max_len {self.max_len}")
+        x = embedded + self.position_embedding(positions_from_start(tokens))
+        return self.input_dropout(self.input_norm(x)), attention_mask(tokens, self.causal)
 
 
 def zero_padding(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

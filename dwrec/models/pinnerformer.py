@@ -80,7 +80,10 @@ class PinnerFormer(SequentialModel):
     def user_state(self, history: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` left-padded history (last ``max_len`` tokens used) -> ``[B, d]`` unit
         vectors (zero for an empty history)."""
-        return self.forward(last_tokens(history, self.config.max_len))[:, -1]
+        tokens = last_tokens(history, self.config.max_len)
+        embedded = self.item_embedding(tokens) * math.sqrt(self.config.hidden)
+        hidden = self.encoder.last_state(embedded, tokens)  # as forward, last position only
+        return zero_padding(F.normalize(self.head(hidden), dim=-1), tokens[:, -1])
 
     def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """``cos(hidden, e_i) / tau``: ``[N, d]`` -> ``[N, n_items]`` (or ``[N, C]``).
