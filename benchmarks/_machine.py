@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,3 +34,27 @@ def best_of(repeats: int, work: Callable[[], object]) -> float:
         work()
         times.append(time.perf_counter() - started)
     return min(times)
+
+
+def report_header(title: str, threads: int) -> list[str]:
+    """The opening lines of a benchmark's markdown: title, date, load, machine, command."""
+    import torch
+
+    script = Path(sys.argv[0]).name
+    return [
+        f"## {title}",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the "
+        f"end {load_average()}",
+        f"- machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch {torch.__version__} "
+        f"({threads} threads)",
+        f"- command: `python benchmarks/{script} {' '.join(sys.argv[1:])}`".rstrip(),
+    ]
+
+
+def publish(lines: list[str], write: Path | None) -> None:
+    """Print the markdown, and write it to ``write`` when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if write:
+        write.write_text(text, encoding="utf-8")

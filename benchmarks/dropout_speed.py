@@ -15,16 +15,14 @@ Two figures, each the two variants taking turns in the same process:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _machine import best_of, cpu_name, load_average
+from _machine import best_of, publish, report_header
 
 from dwrec.runtime import tune_malloc
 
@@ -97,13 +95,7 @@ def main() -> None:
     rows = [("mask of 128 x 200 x 256, p = 0.2", mask_figures(10))]
     rows.append(("SASRec + CE training step, ML-1M excerpt", step_figures(args)))
     lines = [
-        "## CPU dropout: dwrec's masks vs torch's",
-        "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the "
-        f"end {load_average()}",
-        f"- machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch {torch.__version__} "
-        f"({args.threads} threads)",
-        f"- command: `python benchmarks/dropout_speed.py {' '.join(sys.argv[1:])}`".rstrip(),
+        *report_header("CPU dropout: dwrec's masks vs torch's", args.threads),
         "",
         "| what | torch's dropout (s) | dwrec's (s) | torch / dwrec |",
         "|---|---:|---:|---:|",
@@ -113,10 +105,7 @@ def main() -> None:
             f"| {label} | {figures['torch']:.4f} | {figures['dwrec']:.4f} | "
             f"**{figures['torch'] / figures['dwrec']:.2f}x** |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        args.write.write_text(text, encoding="utf-8")
+    publish(lines, args.write)
 
 
 if __name__ == "__main__":

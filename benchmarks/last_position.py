@@ -15,13 +15,11 @@ its defaults (d 256, 4 blocks, 8 heads, FFN 1024, length 100).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 import torch
-from _machine import best_of, cpu_name, load_average
+from _machine import best_of, publish, report_header
 
 from dwrec.runtime import tune_malloc
 
@@ -114,13 +112,9 @@ def main() -> None:
     split = make_split(dataset, "loo")
     rows = [measure(name, dataset, split, args.repeats) for name in MODELS]
     lines = [
-        "## Ranking: last block at the last position vs the full forward pass",
-        "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the "
-        f"end {load_average()}",
-        f"- machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch {torch.__version__} "
-        f"({args.threads} threads)",
-        f"- command: `python benchmarks/last_position.py {' '.join(sys.argv[1:])}`".rstrip(),
+        *report_header(
+            "Ranking: last block at the last position vs the full forward pass", args.threads
+        ),
         f"- data: ML-1M excerpt, 5-core, {len(split.test):,} test cases x "
         f"{dataset.n_items:,} items; `evaluate_model`, best of {args.repeats}",
         "",
@@ -133,10 +127,7 @@ def main() -> None:
             f"**{row['full'] / row['last']:.2f}x** | {row['ndcg_full']:.6f} / "
             f"{row['ndcg_last']:.6f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        args.write.write_text(text, encoding="utf-8")
+    publish(lines, args.write)
 
 
 if __name__ == "__main__":
