@@ -93,22 +93,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads < 1 or args.repeats < 1:
         parser.error("--threads and --repeats must be >= 1")
-    if not args.source.exists():
-        sys.exit(f"ML-1M files not found at {args.source} (pass --source)")
     tune_malloc()  # as the dwrec command does
     torch.set_num_threads(args.threads)
-    import dwrec
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import train_speed
+
     from dwrec.data.dataset import load_dataset
     from dwrec.data.split import make_split
 
-    prepared = dwrec.prepare(
-        "movielens-1m",
-        source=args.source,
-        out=ROOT / ".bench" / "ml-1m-5core",
-        min_user_interactions=5,
-        min_item_interactions=5,
-    )
-    dataset = load_dataset(prepared.path)
+    # the same 5-core preparation and cache as train_speed.py (exits if the files are absent)
+    prepared = train_speed._prepare(train_speed.parse_args(["--source", str(args.source)]))
+    dataset = load_dataset(prepared)
     split = make_split(dataset, "loo")
     rows = [measure(name, dataset, split, args.repeats) for name in MODELS]
     lines = [

@@ -7,6 +7,8 @@ item ``i`` is token ``i + 1``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -69,9 +71,7 @@ def keep_mask(
     to a multiple of ``1 / 65,536`` (0.2 becomes 0.199997), and the scale uses that rounded
     value, so ``E[dropout(x)] = x`` exactly. Seeded by ``torch.manual_seed`` like any CPU draw.
     """
-    count = 1
-    for size in shape:
-        count *= int(size)
+    count = math.prod(int(size) for size in shape)
     drop = min(DROP_LEVELS - 1, max(0, round(p * DROP_LEVELS)))
     words = torch.empty((count + 3) // 4, dtype=torch.int64)
     words.random_(-(2**63), None, generator=generator)  # the full 64-bit range
