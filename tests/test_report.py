@@ -49,6 +49,7 @@ def make_run(
     lr: float = 1e-3,
     n_cases: int = N_CASES,
     noise_seed: int | None = None,
+    finished: bool = True,
 ) -> Path:
     """Write an evaluated run dir whose per-case recall@10 is Bernoulli(base + effect[domain]).
 
@@ -109,6 +110,8 @@ def make_run(
         "thresholds": {"power": 0.5, "general": 0.1},
     }  # fmt: skip
     write_json(run / "metrics.json", metrics)
+    if finished:
+        write_json(run / "train_done.json", {"best_epoch": 2, "epochs_run": 3})
     lines = [{"epoch": e, "train_loss": 1.0, "valid": {"ndcg@10": 0.1},
               "domain_weights": weights if weights else None} for e in range(3)]  # fmt: skip
     (run / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -202,7 +205,11 @@ def test_group_members_differing_beyond_seed_are_refused(tmp_path):
     make_run(tmp_path, "c", loss="dynamic", seed=0)
     with pytest.raises(UsageError, match=r"differ in train\.lr"):
         report([tmp_path])
-    result = report([tmp_path], labels=["b=sasrec+generic-lr0.01"], bootstrap=10)
+    with pytest.raises(UsageError, match=r"train\.lr 0\.01 vs 0\.001.*--allow-mismatch"):
+        report([tmp_path], labels=["b=sasrec+generic-lr0.01"], bootstrap=10)
+    result = report([tmp_path], labels=["b=sasrec+generic-lr0.01"], bootstrap=10,
+                    allow_mismatch=True)  # fmt: skip
+    assert any("train.lr 0.01 vs 0.001" in note for note in result.tables[0].footnotes)
     assert {row.group for row in result.tables[0].rows} == {
         "sasrec+generic",
         "sasrec+generic-lr0.01",

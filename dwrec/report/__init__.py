@@ -7,8 +7,10 @@ The report reads only evaluation outputs (``per_user.parquet``, ``metrics.json``
     >>> result = report(["runs/"], domains=["Film-Noir", "Horror"])   # doctest: +SKIP
     >>> print(result.render("md"))                                     # doctest: +SKIP
 
-Modules: :mod:`.stats` (tests, corrections, bootstrap), :mod:`.runs` (finding, checking,
-grouping runs), :mod:`.tables` (building and rendering), :mod:`.plots` (optional figure).
+Modules: :mod:`.stats` (tests, corrections, bootstrap), :mod:`.runs` (finding and grouping
+runs), :mod:`.checks` (matched settings, unfinished runs, domain names), :mod:`.compare`
+(statistics of a cohort, families), :mod:`.tables` (the report's data), :mod:`.render_text`,
+:mod:`.render_data`, :mod:`.console` (renderers), :mod:`.plots` (optional figure).
 """
 
 from __future__ import annotations
@@ -24,18 +26,20 @@ import numpy as np
 
 from dwrec.errors import UsageError
 from dwrec.io import atomic_path, provenance
+from dwrec.report import checks, stats
 from dwrec.report import runs as runs_module
-from dwrec.report import stats
+from dwrec.report.compare import build_cohort_table
 from dwrec.report.tables import (
     COHORT_MEANING,
+    CONFIRMATORY,
     DEGENERATE_MARK,
     FORMATS,
     TEST_NAMES,
     CohortTable,
     DomainRow,
+    GroupInfo,
     Report,
     Settings,
-    build_cohort_table,
 )
 
 __all__ = ["FORMATS", "Report", "report", "write_report"]
@@ -59,26 +63,33 @@ def report(
     seed: int = 0,
     labels: Sequence[str] = (),
     runs_root: str | os.PathLike = "runs",
+    family: Sequence[str] | None = None,
+    min_cases: int = 20,
+    allow_mismatch: bool = False,
 ) -> Report:
     """Compare every group of evaluated runs with the baseline group, per domain and cohort.
 
     Args:
         run_paths: run dirs or folders holding run dirs; ``None``/empty: every evaluated run
             under ``runs_root`` of the most recent dataset.
-        domains: domains to show (default: the 3 sparsest and 3 densest by training share).
+        domains: domains to show (default: the 3 sparsest and 3 densest by training share);
+            rows only: which comparisons are tested and corrected does not depend on it.
         baseline: the baseline group's label (default: the generic group, see
             :func:`dwrec.report.runs.choose_baseline`).
         metrics: per-case metric columns of per_user.parquet (default recall@10, ndcg@10).
         cohorts: one table per cohort, of ``target``, ``power``, ``general``.
         test, alpha, correction: paired test, significance level, multiple-comparison
-            correction over every p-value of one table.
-        bootstrap, level: resamples and level of the paired percentile bootstrap CI of lifts.
+            correction within each family (see :mod:`dwrec.report.compare`).
+        bootstrap, level: resamples and level of the two-level bootstrap CI of lifts.
         permutations: random sign flips of the permutation test.
-        seed: seeds the bootstrap and permutation draws (per cohort and domain).
+        seed: seeds the bootstrap and permutation draws (per cohort).
         labels: ``RUN=LABEL`` overrides of group labels.
+        family: the confirmatory family's domains (corrected on their own).
+        min_cases: a domain is tested when it has at least this many test cases in a cohort.
+        allow_mismatch: compare groups trained with other settings (listed in the footnote).
     """
     settings = _settings(metrics, cohorts, test, alpha, correction, bootstrap, permutations,
-                         level, seed)  # fmt: skip
+                         level, seed, min_cases, allow_mismatch)  # fmt: skip
     discovery = runs_module.discover_runs(list(run_paths or []), runs_root)
     runs_module.apply_labels(discovery.runs, labels)
     runs_module.check_comparable(discovery.runs)
@@ -90,16 +101,31 @@ def report(
         )
     # the baseline leads every domain's rows
     groups = [baseline_group] + [g for g in groups if g is not baseline_group]
-    baseline_index = 0
+    warnings = _unfinished_warnings(groups, baseline_group, rule)
+    differences = checks.check_matched(groups, baseline_group, settings.allow_mismatch)
+    if differences:
+        warnings.append(
+            f"--allow-mismatch: groups differ in {len(differences)} setting(s) beyond their "
+            "loss (see the footnotes)"
+        )
+    if discovery.skipped:
+        warnings.append(f"{len(discovery.skipped)} run(s) skipped (listed under Skipped)")
     settings.metrics = _check_metrics(discovery.runs[0], settings.metrics)
     case_table = runs_module.load_cases(groups, settings.metrics, settings.cohorts)
     info = runs_module.domain_info(discovery.runs, case_table)
     known = set().union(*(set(m) for m in case_table.members.values()))
-    chosen = runs_module.select_domains(domains, info, known)
+    valid = known | set(info.share)
+    requested = checks.split_names(domains)
+    checks.check_domain_names("--domains", requested, valid)
+    settings.family = checks.split_names(family)
+    checks.check_domain_names("--family", settings.family, valid)
+    chosen = runs_module.select_domains(requested or None, info, known)
     tables = []
     for cohort in settings.cohorts:
-        table = build_cohort_table(case_table, groups, baseline_index, cohort, chosen, settings)
-        table.footnotes = _footnotes(table, settings, groups, discovery.runs[0], case_table)
+        table = build_cohort_table(case_table, groups, 0, cohort, chosen, settings,
+                                   all_domains=sorted(valid))  # fmt: skip
+        table.footnotes = _footnotes(table, settings, groups, discovery.runs[0], case_table,
+                                     differences)  # fmt: skip
         tables.append(table)
     domain_rows = [
         DomainRow(d, info.items.get(d), info.share.get(d, float("nan")), _weights(groups, d))
@@ -112,15 +138,16 @@ def report(
     ]
     header = _header(discovery, groups, baseline_group, rule)
     return Report(settings, baseline_group.label, header, tables, domain_rows, domain_notes,
-                  provenance())  # fmt: skip
+                  provenance(), _group_infos(groups), warnings)  # fmt: skip
 
 
-def _settings(metrics, cohorts, test, alpha, correction, bootstrap, permutations, level, seed):
-    checks = (
+def _settings(metrics, cohorts, test, alpha, correction, bootstrap, permutations, level, seed,
+              min_cases, allow_mismatch):  # fmt: skip
+    checks_ = (
         ("--test", test, stats.TESTS),
         ("--correction", correction, stats.CORRECTIONS),
     )
-    for flag, value, choices in checks:
+    for flag, value, choices in checks_:
         if value not in choices:
             raise UsageError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
     for cohort in cohorts:
@@ -136,12 +163,58 @@ def _settings(metrics, cohorts, test, alpha, correction, bootstrap, permutations
         raise UsageError(f"--bootstrap must be >= 1, got {bootstrap}")
     if permutations < 1:
         raise UsageError(f"--permutations must be >= 1, got {permutations}")
+    if min_cases < 2:
+        raise UsageError(f"--min-cases must be >= 2 (a paired test needs 2 cases), got {min_cases}")
     return Settings(
         metrics=list(dict.fromkeys(metrics or DEFAULT_METRICS)),
         cohorts=list(dict.fromkeys(cohorts)) or ["target"],
         test=test, alpha=alpha, correction=correction, bootstrap=bootstrap,
-        permutations=permutations, level=level, seed=seed,
+        permutations=permutations, level=level, seed=seed, min_cases=min_cases,
+        allow_mismatch=allow_mismatch,
     )  # fmt: skip
+
+
+def _unfinished_warnings(groups, baseline_group, rule) -> list[str]:
+    """Warnings for runs whose training did not finish; refuses an unfinished baseline that
+    was not chosen explicitly (``--baseline``)."""
+    warnings = []
+    for group in groups:
+        unfinished = [run for run in group.runs if not checks.is_finished(run)]
+        if not unfinished:
+            continue
+        names = ", ".join(str(run.path) for run in unfinished)
+        if group is baseline_group and rule != "--baseline":
+            raise UsageError(
+                f"the baseline group {group.label} holds unfinished runs ({names}: no "
+                f"{checks.TRAIN_DONE_FILE}); finish them with `dwrec train --resume RUN`, leave "
+                "them out, or choose the baseline explicitly with --baseline LABEL"
+            )
+        role = "the baseline " if group is baseline_group else ""
+        warnings.append(
+            f"{role}group {group.label} holds unfinished runs (no {checks.TRAIN_DONE_FILE}): "
+            f"{names}; their numbers are those of the last checkpoint"
+        )
+    return warnings
+
+
+def _group_infos(groups) -> list[GroupInfo]:
+    infos = []
+    for index, group in enumerate(groups):
+        config = group.runs[0].config
+        loss = config.get("loss", {})
+        infos.append(
+            GroupInfo(
+                label=group.label,
+                model=str(config.get("model", {}).get("name", "?")),
+                loss=str(loss.get("loss", "?")),
+                objective=str(loss.get("objective", "?")),
+                seeds=list(group.seeds),
+                runs=[str(run.path) for run in group.runs],
+                unfinished=[str(r.path) for r in group.runs if not checks.is_finished(r)],
+                baseline=index == 0,
+            )
+        )
+    return infos
 
 
 def _check_metrics(run: runs_module.EvaluatedRun, metrics: list[str]) -> list[str]:
@@ -176,37 +249,81 @@ def _seeds_text(groups: Sequence[runs_module.RunGroup]) -> str:
     return "; ".join(parts)
 
 
-def _footnotes(table: CohortTable, settings: Settings, groups, reference, case_table) -> list[str]:
-    level = round(100 * settings.level)
-    n_tests = sum(
-        1
-        for row in table.rows
-        if not row.baseline
-        for c in row.cells.values()
-        if c.p_raw == c.p_raw
-    )
-    correction = {
-        "holm": f"Holm-corrected over the {n_tests} comparisons of this table",
-        "bonferroni": f"Bonferroni-corrected over the {n_tests} comparisons of this table",
+def _groups_text(groups: Sequence[runs_module.RunGroup]) -> str:
+    return "; ".join(info.description for info in _group_infos(groups))
+
+
+def _family_notes(table: CohortTable, settings: Settings) -> list[str]:
+    how = {
+        "holm": "Holm-corrected",
+        "bonferroni": "Bonferroni-corrected",
         "none": "not corrected for multiple comparisons",
     }[settings.correction]
+    notes = []
+    for name, domains, size in table.families:
+        if name == CONFIRMATORY:
+            notes.append(
+                f"Confirmatory family (declared by --family): {', '.join(domains)}; {size} "
+                f"comparisons (domains x compared groups x metrics), {how} within it."
+            )
+        else:
+            others = len(domains) - 1
+            lead = "the other" if table.families[0][0] == CONFIRMATORY else "every"
+            notes.append(
+                f"Exploratory family: {lead} {others} domain(s) with at least "
+                f"{settings.min_cases} test cases in this cohort (--min-cases) and the overall "
+                f"rows; {size} comparisons, {how}"
+                + (" separately." if len(table.families) > 1 else ".")
+                + " The families are fixed by the data, not by the domains shown."
+            )
+    return notes
+
+
+def _footnotes(table, settings, groups, reference, case_table, differences) -> list[str]:
+    level = round(100 * settings.level)
+    seed_counts = [len(g.runs) for g in groups]
+    if max(seed_counts) > 1:
+        ci = (
+            f"Lift: (mean_group - mean_baseline) / mean_baseline in %, with a {level}% "
+            f"two-level percentile bootstrap CI ({settings.bootstrap} resamples, seed "
+            f"{settings.seed}): each resample draws every group's seeds with replacement, then "
+            "the test cases with replacement, the same cases for every group (paired)."
+        )
+        if min(seed_counts) == 1:
+            ci += " Groups with one seed add no seed variance."
+        seeds = (
+            "Seed lifts: the lift's range (min..max) over every (group seed, baseline seed) "
+            "pair; '!' marks pairs of opposite signs. * needs the corrected p below "
+            f"{settings.alpha} and the same sign in every pair."
+        )
+    else:
+        ci = (
+            f"Lift: (mean_group - mean_baseline) / mean_baseline in %, with a {level}% paired "
+            f"percentile bootstrap CI ({settings.bootstrap} resamples of the test cases, the "
+            f"same resample for both groups, seed {settings.seed}). One seed per group: the CI "
+            "ignores seed variance."
+        )
+        seeds = ""
     dataset = reference.metrics.get("dataset", {})
     notes = [
+        f"Groups: {_groups_text(groups)}.",
         f"Cohort {table.cohort}: {COHORT_MEANING[table.cohort]}; overall: every test case.",
         "Values: mean over seeds ± std over seeds (ddof 1; no spread with one seed).",
-        f"Lift: (mean_group - mean_baseline) / mean_baseline in %, with a {level}% paired "
-        f"percentile bootstrap CI ({settings.bootstrap} resamples of the test cases, the same "
-        f"resample for both groups, seed {settings.seed}).",
+        ci,
+        *([seeds] if seeds else []),
         f"p: {TEST_NAMES[settings.test]}"
         + (f" with {settings.permutations} random sign flips" if settings.test == "permutation"
            else "")
-        + f", on per-case values averaged over seeds, {correction}; "
-        f"* marks p < {settings.alpha}.",
+        + f", on per-case values averaged over seeds; * marks corrected p < {settings.alpha}.",
+        *_family_notes(table, settings),
         f"Seeds: {_seeds_text(groups)}.",
         f"Dataset: {dataset.get('name', '?')} (fingerprint {reference.dataset_fingerprint}), "
         f"split {reference.metrics.get('split_scheme', '?')} (fingerprint "
         f"{reference.split_fingerprint}), {case_table.case_id.size} test cases.",
     ]  # fmt: skip
+    if differences:
+        notes.append("Settings that differ between groups (--allow-mismatch): "
+                     + "; ".join(differences) + ".")  # fmt: skip
     degenerate = sorted({c.note for row in table.rows for c in row.cells.values() if c.note})
     for note in degenerate:
         mark = f"{DEGENERATE_MARK} " if note.startswith("every") else "- "
@@ -217,15 +334,24 @@ def _footnotes(table: CohortTable, settings: Settings, groups, reference, case_t
 
 
 def _header(discovery, groups, baseline_group, rule) -> list[str]:
+    skipped_schemes = {checks.split_scheme_at(path) for path, _ in discovery.skipped}
+    schemes = {run.metrics.get("split_scheme") for run in discovery.runs}
+    with_split = len(schemes | (skipped_schemes - {None})) > 1
     lines = [f"Runs ({len(discovery.runs)}; {discovery.rule}):", ""]
     for group in groups:
         paths = ", ".join(
-            f"{run.path} (seed {'?' if run.seed is None else run.seed})" for run in group.runs
+            f"{checks.run_name(run, with_split)} (seed {'?' if run.seed is None else run.seed}"
+            + ("" if checks.is_finished(run) else ", unfinished")
+            + ")"
+            for run in group.runs
         )
         lines.append(f"- {group.label}: {paths}")
     lines += ["", f"Baseline: {baseline_group.label} ({rule})."]
     if discovery.skipped:
-        lines += ["", "Skipped:"] + [f"- {path}: {why}" for path, why in discovery.skipped]
+        lines += ["", "Skipped:"]
+        for path, why in discovery.skipped:
+            scheme = checks.split_scheme_at(path) if with_split else None
+            lines.append(f"- {path}" + (f" [split {scheme}]" if scheme else "") + f": {why}")
     return lines
 
 

@@ -387,3 +387,70 @@ def paired_bootstrap_lift(
     lower, upper = percentile_interval(lifts, level)
     point = relative_lift(values[:, 0].mean(), values[:, 1].mean())
     return float(point), float(lower), float(upper)
+
+
+def seed_resample_weights(seeds: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``[resamples, seeds]``: the weight of each of a group's ``seeds`` runs in each resample,
+    i.e. how often it is drawn among ``seeds`` draws with replacement, divided by ``seeds``
+    (one ``rng.integers(0, seeds, (resamples, seeds))`` call; every row sums to 1)."""
+    draws = rng.integers(0, seeds, size=(resamples, seeds))
+    draws += np.arange(resamples)[:, None] * seeds
+    counts = np.bincount(draws.ravel(), minlength=resamples * seeds).reshape(resamples, seeds)
+    return counts / float(seeds)
+
+
+def two_level_bootstrap_means(
+    per_seed: list[np.ndarray],
+    masks: np.ndarray,
+    resamples: int,
+    case_rng: np.random.Generator,
+    seed_rng: np.random.Generator,
+) -> np.ndarray:
+    """Two-level bootstrap means: seeds of each group, then test cases, -> ``[B, S, G, k]``.
+
+    ``per_seed[g]`` is ``[S_g, n, k]``: group ``g``'s per-case values of ``k`` metrics in each
+    of its ``S_g`` seeds; ``masks`` is ``[n, S]`` (subsets of cases). Resample ``b``:
+
+    1. for each group, in order, ``S_g`` seed indices are drawn with replacement
+       (:func:`seed_resample_weights` on ``seed_rng``; the same draw serves every metric);
+    2. ``n`` test cases are drawn with replacement from all cases, the same draw for every
+       group, seed and metric (paired), as in :func:`bootstrap_subset_means` on ``case_rng``;
+    3. a group's value in a subset is the mean, over its drawn seeds, of the mean of the
+       drawn cases of the subset: ``sum_s w_bs sum_i c_bi x_si / sum_i c_bi`` over subset cases.
+
+    With one seed per group the first level is the identity and the result equals
+    :func:`bootstrap_subset_means` of the values (the same ``case_rng`` stream).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    n = masks.shape[0]
+    blocks = [np.asarray(v, dtype=np.float64) for v in per_seed]
+    columns = np.concatenate(
+        [v.transpose(1, 0, 2).reshape(n, v.shape[0] * v.shape[2]) for v in blocks], axis=1
+    )  # column order: group, seed, metric
+    boot = bootstrap_subset_means(columns, masks, resamples, case_rng)
+    k = blocks[0].shape[2] if blocks else 0
+    out = np.full((resamples, masks.shape[1], len(blocks), k), np.nan)
+    offset = 0
+    for g, block in enumerate(blocks):
+        seeds = block.shape[0]
+        weights = seed_resample_weights(seeds, resamples, seed_rng)
+        part = boot[:, :, offset : offset + seeds * k].reshape(resamples, -1, seeds, k)
+        out[:, :, g, :] = np.einsum("bs,bxsk->bxk", weights, part)
+        offset += seeds * k
+    return out
+
+
+def seed_pair_lifts(group_means: np.ndarray, baseline_means: np.ndarray) -> np.ndarray:
+    """Lifts of every (group seed, baseline seed) pair: ``[S_g] x [S_b] -> [S_g * S_b]``."""
+    group_means = np.asarray(group_means, dtype=np.float64)
+    baseline_means = np.asarray(baseline_means, dtype=np.float64)
+    return relative_lift(group_means[:, None], baseline_means[None, :]).ravel()
+
+
+def sign_consistent(pair_lifts: np.ndarray, pooled_lift: float) -> bool:
+    """True when every seed pair's lift is non-zero with the sign of the pooled lift."""
+    pair_lifts = np.asarray(pair_lifts, dtype=np.float64)
+    if math.isnan(pooled_lift) or pooled_lift == 0:
+        return False
+    sign = np.sign(pooled_lift)
+    return bool(pair_lifts.size and np.all(np.sign(pair_lifts) == sign))

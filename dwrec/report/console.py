@@ -1,0 +1,93 @@
+"""Console renderer: compact rich tables that fit a terminal (at most 100 columns).
+
+One table per (cohort, metric) with short headers; notes wrap to the width. Markdown
+(``--format md`` / ``--out``) keeps every metric of a cohort in one table.
+"""
+
+from __future__ import annotations
+
+import io
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from dwrec.report.render_text import (
+    GROUP_HEADERS,
+    domain_cells,
+    domain_headers,
+    format_lift,
+    format_mean,
+    format_p,
+    format_seed_range,
+    group_cells,
+    multi_seed,
+)
+from dwrec.report.tables import Report
+
+MAX_WIDTH = 100
+
+
+def _table(title: str, headers: list[str], right: set[int] = frozenset()) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
+                  padding=(0, 1), show_edge=False)  # fmt: skip
+    for index, header in enumerate(headers):
+        table.add_column(header, overflow="fold", justify="right" if index in right else "left")
+    return table
+
+
+def print_report(report: Report, console: Console) -> None:
+    """Print ``report`` to ``console`` at ``min(console.width, 100)`` columns."""
+    width = min(console.width, MAX_WIDTH)
+    seeds = multi_seed(report)
+    level = round(100 * report.settings.level)
+    for line in report.header:
+        console.print(Text(line), overflow="fold", width=width)
+    for warning in report.warnings:
+        console.print(Text(f"Warning: {warning}", style="bold yellow"), overflow="fold",
+                      width=width)  # fmt: skip
+    if report.groups:
+        groups = _table("Groups", GROUP_HEADERS)
+        for line in group_cells(report):
+            groups.add_row(*line)
+        console.print(groups, width=width)
+    unfinished = {g.label for g in report.groups if g.unfinished}
+    for table in report.tables:
+        for metric in report.settings.metrics:
+            headers = ["domain", "group", "n", metric, f"lift % [{level}% CI]"]
+            headers += ["seed lifts %"] if seeds else []
+            headers += ["p"]
+            out = _table(f"{table.cohort} cohort: {metric}", headers, right={2, 3, 4, 5, 6})
+            previous = None
+            for row in table.rows:
+                cell = row.cells[metric]
+                name = row.group + (" (base)" if row.baseline else "")
+                name += " (unfinished)" if row.group in unfinished else ""
+                domain = row.domain if row.domain != previous else ""
+                previous = row.domain
+                line = [domain, name, str(row.n), format_mean(cell), format_lift(cell)]
+                line += [format_seed_range(cell)] if seeds else []
+                line += [format_p(cell)]
+                out.add_row(*line, end_section=row is table.rows[-1] or False)
+            console.print(out, width=width)
+        _notes_at(console, table.footnotes, width)
+    domains = _table("Domains", domain_headers(report), right={1, 2})
+    for line in domain_cells(report):
+        domains.add_row(*line)
+    console.print(domains, width=width)
+    _notes_at(console, report.domain_footnotes, width)
+
+
+def _notes_at(console: Console, notes: list[str], width: int) -> None:
+    for note in notes:
+        console.print(Text(f"- {note}"), overflow="fold", width=width)
+
+
+def console_text(report: Report, width: int = MAX_WIDTH) -> str:
+    """The console rendering as plain text at ``width`` columns (no colour)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system=None, force_terminal=False,
+                      legacy_windows=False)  # fmt: skip
+    print_report(report, console)
+    return buffer.getvalue()
