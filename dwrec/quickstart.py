@@ -36,6 +36,7 @@ class QuickstartResult:
     report_markdown: str
     fixed_domains: list[str]
     notes: list[str] = field(default_factory=list)
+    report: object = None  # the dwrec.report.Report behind report_markdown
 
 
 def sparsest_domains(dataset_meta: dict, count: int) -> list[str]:
@@ -93,7 +94,9 @@ def quickstart(
     result = report(run_dirs, baseline="sasrec+generic", cohorts=("target", "power"))
     report_path = out / "report.md"
     markdown = write_report(result, "md", report_path)
-    return QuickstartResult(prepared.path, run_dirs, report_path, markdown, fixed_domains)
+    return QuickstartResult(
+        prepared.path, run_dirs, report_path, markdown, fixed_domains, report=result
+    )
 
 
 def _dataset_dir() -> Path:

@@ -71,8 +71,10 @@ def register(app: typer.Typer) -> None:
             result = quickstart(out, seeds=seeds, epochs=epochs, device=device, on_event=on_event)
         finally:
             progress.stop()
-        # Raw markdown: what a user pastes into a paper or an issue.
-        console.print(result.report_markdown, markup=False, highlight=False, soft_wrap=True)
+        # Compact tables that fit the terminal; the markdown is in result.report_path.
+        from dwrec.report.console import print_report
+
+        print_report(result.report, console)
         console.print()
         console.print(f"dataset:  {result.dataset}")
         console.print(f"runs:     {', '.join(str(r) for r in result.runs)}")

@@ -10,7 +10,7 @@ from typer.core import TyperCommand
 from dwrec.commands._common import console, err_console
 
 # options that take several values after one flag (``--domains Film-Noir Horror``)
-MULTI_VALUE_OPTIONS = ("--domains", "--metrics", "--cohort", "--label")
+MULTI_VALUE_OPTIONS = ("--domains", "--family", "--metrics", "--cohort", "--label")
 
 
 class _MultiValueCommand(TyperCommand):
@@ -50,7 +50,26 @@ def register(app: typer.Typer) -> None:
             show_default=False,
         ),
         domains: list[str] = typer.Option(
-            None, "--domains", help="Domains to show \\[default: the 3 sparsest and 3 densest]."
+            None,
+            "--domains",
+            help="Domains to show, space- or comma-separated (rows only: every domain with "
+            "--min-cases test cases is tested whatever is shown) \\[default: the 3 sparsest "
+            "and 3 densest].",
+        ),
+        family: list[str] = typer.Option(
+            None,
+            "--family",
+            help="Declare a confirmatory family of domains, corrected on its own (e.g. "
+            "--family Film-Noir Horror); the other domains form the exploratory family.",
+        ),
+        min_cases: int = typer.Option(
+            20, "--min-cases", help="Test a domain when it has at least this many test cases."
+        ),
+        allow_mismatch: bool = typer.Option(
+            False,
+            "--allow-mismatch",
+            help="Compare groups trained with other settings than the baseline (beyond loss, "
+            "label and seed); the footnote lists the differences.",
         ),
         baseline: str = typer.Option(
             None, "--baseline", help="Label of the baseline group \\[default: the generic group]."
@@ -66,9 +85,15 @@ def register(app: typer.Typer) -> None:
         test: str = typer.Option("wilcoxon", "--test", help="wilcoxon | ttest | permutation."),
         alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the * marker."),
         correction: str = typer.Option(
-            "holm", "--correction", help="holm | bonferroni | none, over each table's p-values."
+            "holm", "--correction", help="holm | bonferroni | none, within each family."
         ),
-        fmt: str = typer.Option("md", "--format", help="md | json | csv | latex."),
+        fmt: str = typer.Option(
+            None,
+            "--format",
+            help="md | json | csv | latex \\[default: md with --out, else compact tables "
+            "for the terminal].",
+            show_default=False,
+        ),
         plot: Path = typer.Option(
             None,
             "--plot",
@@ -105,16 +130,25 @@ def register(app: typer.Typer) -> None:
             level=ci,
             seed=seed,
             labels=label or (),
+            family=family or None,
+            min_cases=min_cases,
+            allow_mismatch=allow_mismatch,
         )
+        for warning in result.warnings if fmt or out is not None else ():
+            err_console.print(f"warning: {warning}", markup=False, highlight=False)
         if plot is not None:
             from dwrec.report.plots import plot_lift, require_matplotlib
 
             require_matplotlib()
-        text = write_report(result, fmt, out)
+        text = write_report(result, fmt or "md", out) if fmt or out is not None else None
         if plot is not None:
             plot_lift(result, plot)
             err_console.print(f"plot written to {plot}")
-        if out is None:
+        if out is None and text is None:
+            from dwrec.report.console import print_report
+
+            print_report(result, console)
+        elif out is None:
             console.out(text, end="", highlight=False)
         else:
             groups = len({row.group for row in result.tables[0].rows})

@@ -268,7 +268,7 @@ def _family_notes(table: CohortTable, settings: Settings) -> list[str]:
             )
         else:
             others = len(domains) - 1
-            lead = "the other" if table.families[0][0] == CONFIRMATORY else "every"
+            lead = "the other" if table.families[0][0] == CONFIRMATORY else "all"
             notes.append(
                 f"Exploratory family: {lead} {others} domain(s) with at least "
                 f"{settings.min_cases} test cases in this cohort (--min-cases) and the overall "

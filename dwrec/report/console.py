@@ -33,12 +33,17 @@ def _table(title: str, headers: list[str], right: set[int] = frozenset()) -> Tab
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
                   padding=(0, 1), show_edge=False)  # fmt: skip
     for index, header in enumerate(headers):
-        table.add_column(header, overflow="fold", justify="right" if index in right else "left")
+        numeric = index in right
+        table.add_column(header, overflow="fold", no_wrap=numeric,
+                         justify="right" if numeric else "left")  # fmt: skip
     return table
 
 
 def print_report(report: Report, console: Console) -> None:
-    """Print ``report`` to ``console`` at ``min(console.width, 100)`` columns."""
+    """Print ``report`` to ``console`` at ``min(console.width, 100)`` columns (100 when the
+    output is not a terminal)."""
+    if not console.is_terminal and console.width != MAX_WIDTH:  # piped: 100 columns
+        console = Console(file=console.file, width=MAX_WIDTH, color_system=None)
     width = min(console.width, MAX_WIDTH)
     seeds = multi_seed(report)
     level = round(100 * report.settings.level)
@@ -58,7 +63,8 @@ def print_report(report: Report, console: Console) -> None:
             headers = ["domain", "group", "n", metric, f"lift % [{level}% CI]"]
             headers += ["seed lifts %"] if seeds else []
             headers += ["p"]
-            out = _table(f"{table.cohort} cohort: {metric}", headers, right={2, 3, 4, 5, 6})
+            numeric = set(range(2, len(headers)))
+            out = _table(f"{table.cohort} cohort: {metric}", headers, numeric)
             previous = None
             for row in table.rows:
                 cell = row.cells[metric]
@@ -69,7 +75,7 @@ def print_report(report: Report, console: Console) -> None:
                 line = [domain, name, str(row.n), format_mean(cell), format_lift(cell)]
                 line += [format_seed_range(cell)] if seeds else []
                 line += [format_p(cell)]
-                out.add_row(*line, end_section=row is table.rows[-1] or False)
+                out.add_row(*line)
             console.print(out, width=width)
         _notes_at(console, table.footnotes, width)
     domains = _table("Domains", domain_headers(report), right={1, 2})
