@@ -27,6 +27,7 @@ import numpy as np
 from dwrec.errors import UsageError
 from dwrec.io import atomic_path, provenance
 from dwrec.report import checks, stats
+from dwrec.report import domains as domains_module
 from dwrec.report import runs as runs_module
 from dwrec.report.compare import build_cohort_table
 from dwrec.report.tables import (
@@ -115,10 +116,10 @@ def report(
     info = runs_module.domain_info(discovery.runs, case_table)
     known = set().union(*(set(m) for m in case_table.members.values()))
     valid = known | set(info.share)
-    requested = checks.split_names(domains)
-    checks.check_domain_names("--domains", requested, valid)
-    settings.family = checks.split_names(family)
-    checks.check_domain_names("--family", settings.family, valid)
+    requested = domains_module.split_names(domains)
+    domains_module.check_domain_names("--domains", requested, valid)
+    settings.family = domains_module.split_names(family)
+    domains_module.check_domain_names("--family", settings.family, valid)
     chosen = runs_module.select_domains(requested or None, info, known)
     tables = []
     for cohort in settings.cohorts:

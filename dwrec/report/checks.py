@@ -3,9 +3,8 @@ domain names of ``--domains`` / ``--family``."""
 
 from __future__ import annotations
 
-import difflib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from dwrec.errors import UsageError
@@ -86,41 +85,6 @@ def check_matched(groups: Sequence[RunGroup], reference: RunGroup, allow: bool) 
             "--allow-mismatch to compare them anyway (the report then lists the differences)"
         )
     return differences
-
-
-def split_names(values: Iterable[str] | None) -> list[str]:
-    """``["Film-Noir,Horror", "Drama"]`` -> ``["Film-Noir", "Horror", "Drama"]`` (as train's
-    ``--weight-domains`` accepts commas); empty pieces are dropped; order kept, no repeats."""
-    names: list[str] = []
-    for value in values or []:
-        names += [part.strip() for part in str(value).split(",") if part.strip()]
-    return list(dict.fromkeys(names))
-
-
-def check_domain_names(flag: str, names: Sequence[str], known: Iterable[str]) -> None:
-    """Refuse every unknown name at once, listing the valid names, close matches first."""
-    valid = sorted(set(known))
-    unknown = [name for name in names if name not in valid]
-    if not unknown:
-        return
-    close: list[str] = []
-    hints = []
-    for name in unknown:
-        matches = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-        if not matches:  # case-insensitive prefix/substring: "rock" -> "Rock", "Hard Rock"
-            matches = [v for v in valid if name.lower() in v.lower()][:3]
-        if matches:
-            hints.append(f"{name!r}: did you mean {', '.join(matches)}?")
-        close += matches
-    ordered = list(dict.fromkeys(close + valid))
-    listed = ", ".join(ordered[:40]) + (f", ... ({len(ordered) - 40} more)" if len(ordered) > 40
-                                         else "")  # fmt: skip
-    what = "unknown domain" + ("s " if len(unknown) > 1 else " ")
-    raise UsageError(
-        f"{flag}: {what}{', '.join(repr(n) for n in unknown)}"
-        + (f" ({'; '.join(hints)})" if hints else "")
-        + f"; valid names: {listed}"
-    )
 
 
 def run_name(run: EvaluatedRun, with_split: bool) -> str:

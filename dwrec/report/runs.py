@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dwrec.errors import DataFormatError, UsageError
 from dwrec.io import read_json, read_parquet
+from dwrec.report.domains import memberships, select_domains  # noqa: F401 (re-export)
 
 PER_USER_FILE = "per_user.parquet"
 METRICS_FILE = "metrics.json"
@@ -399,7 +399,7 @@ def load_cases(
             case_id = table.column("case_id").to_numpy().astype(np.int64)
             if reference_ids is None:
                 reference_ids, reference_run = case_id, run
-                members = {c: _memberships(table.column(f"{c}_domains")) for c in cohorts}
+                members = {c: memberships(table.column(f"{c}_domains")) for c in cohorts}
             else:
                 _check_same_cases(reference_run, reference_ids, run, case_id)
             for metric in metrics:
@@ -452,26 +452,6 @@ def _check_same_cases(
     )
 
 
-def _memberships(lists: pa.ChunkedArray) -> dict[str, np.ndarray]:
-    """domain -> bool mask over rows, from a ``list<string>`` column (vectorised)."""
-    lists = lists.combine_chunks()
-    n = len(lists)
-    flat = pc.list_flatten(lists)
-    parents = pc.list_parent_indices(lists).to_numpy()
-    if len(flat) == 0:
-        return {}
-    encoded = (
-        pc.dictionary_encode(flat).combine_chunks()
-        if isinstance(flat, pa.ChunkedArray)
-        else pc.dictionary_encode(flat)
-    )
-    codes = encoded.indices.to_numpy()
-    names = encoded.dictionary.to_pylist()
-    masks = np.zeros((len(names), n), dtype=bool)
-    masks[codes, parents] = True
-    return {name: masks[index] for index, name in enumerate(names)}
-
-
 @dataclass
 class DomainInfo:
     """Per-domain statistics for the report: items, training share and where they came from."""
@@ -511,28 +491,3 @@ def domain_info(runs: Sequence[EvaluatedRun], case_table: CaseTable) -> DomainIn
     return DomainInfo(
         items, share, "share of test targets (neither metrics.json nor dataset.json has shares)"
     )
-
-
-def select_domains(
-    requested: Sequence[str] | None, info: DomainInfo, known: Iterable[str], count: int = 3
-) -> list[str]:
-    """The domains to report, sparsest first.
-
-    ``requested`` names are checked (unknown ones get difflib suggestions); by default the
-    ``count`` sparsest and ``count`` densest domains by training share.
-    """
-    known_domains = sorted(set(known) | set(info.share))
-    if requested:
-        for name in requested:
-            if name not in known_domains:
-                close = difflib.get_close_matches(name, known_domains, n=3, cutoff=0.5)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise UsageError(f"--domains: unknown domain {name!r}{hint}")
-        chosen = list(dict.fromkeys(requested))
-    else:
-        ranked = sorted(
-            (d for d in known_domains if math.isfinite(info.share.get(d, math.nan))),
-            key=lambda d: (info.share[d], d),
-        )
-        chosen = ranked if len(ranked) <= 2 * count else ranked[:count] + ranked[-count:]
-    return sorted(chosen, key=lambda d: (info.share.get(d, math.inf), d))
