@@ -50,6 +50,7 @@ def make_run(
     n_cases: int = N_CASES,
     noise_seed: int | None = None,
     finished: bool = True,
+    split_scheme: str = "loo",
 ) -> Path:
     """Write an evaluated run dir whose per-case recall@10 is Bernoulli(base + effect[domain]).
 
@@ -77,7 +78,7 @@ def make_run(
                "fingerprint": fingerprint}  # fmt: skip
     config = {
         "dataset": dataset,
-        "split": {"scheme": "loo", "fingerprint": split_fingerprint},
+        "split": {"scheme": split_scheme, "fingerprint": split_fingerprint},
         "model": {"name": "sasrec", "d_model": 64},
         "loss": {"loss": loss, "objective": "ce"},
         "train": {"epochs": 3, "batch_size": 128, "lr": lr, "weight_decay": 0.01, "seed": seed,
@@ -103,7 +104,7 @@ def make_run(
     write_parquet(run / "per_user.parquet", table)
     metrics = {
         "run": str(run.resolve()), "label": label or f"sasrec+{loss}", "split": "test",
-        "ks": [10], "dataset": dataset, "split_scheme": "loo",
+        "ks": [10], "dataset": dataset, "split_scheme": split_scheme,
         "split_fingerprint": split_fingerprint, "n_cases": n_cases, "masked_history": True,
         "sampled": None, "overall": {"recall@10": float(hit.mean())},
         "domains": {d: {"train_share": SHARES[d]} for d in DOMAINS},
