@@ -444,7 +444,7 @@ def test_crash_at_every_write_of_evaluate(lab, tmp_path, monkeypatch, mode):
 @pytest.mark.parametrize("mode", ["rename", "write"])
 def test_crash_while_writing_a_report(lab, tmp_path, monkeypatch, mode):
     runs = [str(lab["runs"] / "ce"), str(lab["runs"] / "dynamic")]
-    argv = ["report", *runs, "--bootstrap", "20", "--permutations", "50"]
+    argv = ["report", *runs, "--bootstrap", "20", "--permutations", "50", "--allow-mismatch"]
     clean = tmp_path / "clean.md"
     assert main([*argv, "--out", str(clean)]) == 0
     out = tmp_path / "report.md"
@@ -660,7 +660,8 @@ def test_corrupt_evaluation_output_is_one_clear_error_in_report(
         _break_truncate(path)
     else:
         path.write_bytes(content)
-    argv = ["report", str(runs / "ce"), str(runs / "dynamic"), "--bootstrap", "20"]
+    argv = ["report", str(runs / "ce"), str(runs / "dynamic"), "--bootstrap", "20",
+            "--allow-mismatch"]  # fmt: skip
     cli_error(capsys, [*argv, "--out", str(tmp_path / "r.md")], file)
     assert not (tmp_path / "r.md").exists()
 
