@@ -55,6 +55,7 @@ def write_runs(root: Path, rng: np.random.Generator) -> list[Path]:
                       "model": {"name": "sasrec"}, "loss": {"loss": loss, "objective": "ce"},
                       "train": {"seed": seed, "lr": 1e-3}}  # fmt: skip
             write_json(run / "config.json", config)
+            write_json(run / "train_done.json", {"finished": True})  # a finished run
             columns = {"case_id": pa.array(case_id), "rank": pa.array(rank.astype(np.int64))}
             for k in (10, 20):
                 hit = rank <= k
