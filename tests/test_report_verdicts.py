@@ -371,7 +371,7 @@ def test_console_report_fits_100_columns(tmp_path, capsys):
     result = report([root], domains=DOMAINS, cohorts=["target", "power"], bootstrap=20)
     text = console_text(result, 100)
     assert max(len(line) for line in text.splitlines()) <= 100
-    assert "target cohort: recall@10" in text and "seed lifts %" in text
+    assert "target cohort: recall@10" in text and "seeds %" in text
     assert main(["report", str(root), "--bootstrap", "20", "--allow-mismatch"]) == 0
     out = capsys.readouterr().out
     assert "Film-Noir" in out and max(len(line) for line in out.splitlines()) <= 100

@@ -7,6 +7,7 @@ One table per (cohort, metric) with short headers; notes wrap to the width. Mark
 from __future__ import annotations
 
 import io
+import math
 
 from rich import box
 from rich.console import Console
@@ -17,21 +18,36 @@ from dwrec.report.render_text import (
     GROUP_HEADERS,
     domain_cells,
     domain_headers,
-    format_lift,
-    format_mean,
     format_p,
     format_seed_range,
     group_cells,
     multi_seed,
+    percent,
 )
-from dwrec.report.tables import Report
+from dwrec.report.tables import MetricCell, Report
 
 MAX_WIDTH = 100
 
 
+def _mean(cell: MetricCell) -> str:
+    """``0.278 ± 0.032`` (3 decimals: the console's short form of the markdown cell)."""
+    if not math.isfinite(cell.mean):
+        return "-"
+    return f"{cell.mean:.3f}" + (f" ± {cell.std:.3f}" if math.isfinite(cell.std) else "")
+
+
+def _lift(cell: MetricCell, baseline: bool) -> str:
+    """``+61.3 [-52.2, +196.2]`` (%, the header says so); ``baseline`` on the baseline's rows."""
+    if baseline:
+        return "baseline"
+    if math.isnan(cell.lift):
+        return "-"
+    return f"{percent(cell.lift)} [{percent(cell.lift_low)}, {percent(cell.lift_high)}]"
+
+
 def _table(title: str, headers: list[str], right: set[int] = frozenset()) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
-                  padding=(0, 1), show_edge=False)  # fmt: skip
+                  padding=(0, 1, 0, 0), show_edge=False)  # fmt: skip
     for index, header in enumerate(headers):
         numeric = index in right
         table.add_column(header, overflow="fold", no_wrap=numeric,
@@ -56,31 +72,33 @@ def print_report(report: Report, console: Console) -> None:
         groups = _table("Groups", GROUP_HEADERS)
         for line in group_cells(report):
             groups.add_row(*line)
+        console.print()
         console.print(groups, width=width)
     unfinished = {g.label for g in report.groups if g.unfinished}
     for table in report.tables:
         for metric in report.settings.metrics:
             headers = ["domain", "group", "n", metric, f"lift % [{level}% CI]"]
-            headers += ["seed lifts %"] if seeds else []
+            headers += ["seeds %"] if seeds else []
             headers += ["p"]
             numeric = set(range(2, len(headers)))
             out = _table(f"{table.cohort} cohort: {metric}", headers, numeric)
             previous = None
             for row in table.rows:
                 cell = row.cells[metric]
-                name = row.group + (" (base)" if row.baseline else "")
-                name += " (unfinished)" if row.group in unfinished else ""
+                name = row.group + (" (unfinished)" if row.group in unfinished else "")
                 domain = row.domain if row.domain != previous else ""
                 previous = row.domain
-                line = [domain, name, str(row.n), format_mean(cell), format_lift(cell)]
+                line = [domain, name, str(row.n), _mean(cell), _lift(cell, row.baseline)]
                 line += [format_seed_range(cell)] if seeds else []
                 line += [format_p(cell)]
                 out.add_row(*line)
+            console.print()
             console.print(out, width=width)
         _notes_at(console, table.footnotes, width)
     domains = _table("Domains", domain_headers(report), right={1, 2})
     for line in domain_cells(report):
         domains.add_row(*line)
+    console.print()
     console.print(domains, width=width)
     _notes_at(console, report.domain_footnotes, width)
 
