@@ -105,7 +105,9 @@ def register(app: typer.Typer) -> None:
         label: list[str] = typer.Option(
             None, "--label", help="RUN=LABEL: put a run into another group (repeatable)."
         ),
-        bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of the CI."),
+        bootstrap: int = typer.Option(
+            1000, "--bootstrap", help="Bootstrap resamples of the CI (seeds, then test cases)."
+        ),
         permutations: int = typer.Option(
             10_000, "--permutations", help="Random sign flips of --test permutation."
         ),
