@@ -327,7 +327,7 @@ def _footnotes(table, settings, groups, reference, case_table, differences) -> l
                      + "; ".join(differences) + ".")  # fmt: skip
     degenerate = sorted({c.note for row in table.rows for c in row.cells.values() if c.note})
     for note in degenerate:
-        mark = f"{DEGENERATE_MARK} " if note.startswith("every") else "- "
+        mark = f"{DEGENERATE_MARK} " if note.startswith("every") else "'-' "
         notes.append(f"{mark}where {note}.")
     if any(row.n == 0 for row in table.rows):
         notes.append("n = 0: no test case of this cohort in the domain ('-').")
