@@ -101,17 +101,8 @@ def build_cohort_table(
                 cell = MetricCell(float(means[s, mi * g_count + g]), std)
                 if (mi, g) in pairs and sizes[s]:
                     column = pairs.index((mi, g))
-                    cell.lift, cell.lift_low, cell.lift_high = map(float, lifts[s, column])
-                    base_mean = means[s, mi * g_count + baseline_index]
-                    if cell.mean == 0 and base_mean == 0:  # 0 over 0: no lift to speak of
-                        cell.lift = cell.lift_low = cell.lift_high = math.nan
-                    pair_lifts = stats.seed_pair_lifts(spread, seed_means[mi][baseline_index][:, s])
-                    finite = pair_lifts[~np.isnan(pair_lifts)]
-                    if finite.size and not math.isnan(cell.lift):
-                        cell.seed_lift_min, cell.seed_lift_max = map(float, (finite.min(),
-                                                                            finite.max()))  # fmt: skip
-                    if multi_seed:
-                        cell.sign_consistent = stats.sign_consistent(pair_lifts, cell.lift)
+                    _fill(cell, lifts[s, column], means[s, mi * g_count + baseline_index],
+                          spread, seed_means[mi][baseline_index][:, s], multi_seed)  # fmt: skip
                     if domain in tested:
                         cell.p_raw, cell.note = tests[s][column]
                         cell.family = CONFIRMATORY if domain in family else EXPLORATORY
@@ -131,6 +122,21 @@ def build_cohort_table(
     order = {d: i for i, d in enumerate([*shown, OVERALL])}
     rows.sort(key=lambda row: order[row.domain])
     return CohortTable(cohort, rows, families=families)
+
+
+def _fill(cell: MetricCell, lift: np.ndarray, base_mean: float, seed_means: np.ndarray,
+          base_seed_means: np.ndarray, multi_seed: bool) -> None:  # fmt: skip
+    """Lift and CI, seed-pair range and sign rule of a compared cell (``lift``: the
+    ``(lift, low, high)`` of the bootstrap; ``seed_means``: ``[S_g]`` and ``[S_b]`` means)."""
+    cell.lift, cell.lift_low, cell.lift_high = map(float, lift)
+    if cell.mean == 0 and base_mean == 0:  # 0 over 0: no lift to speak of
+        cell.lift = cell.lift_low = cell.lift_high = math.nan
+    pair_lifts = stats.seed_pair_lifts(seed_means, base_seed_means)
+    finite = pair_lifts[~np.isnan(pair_lifts)]
+    if finite.size and not math.isnan(cell.lift):
+        cell.seed_lift_min, cell.seed_lift_max = float(finite.min()), float(finite.max())
+    if multi_seed:
+        cell.sign_consistent = stats.sign_consistent(pair_lifts, cell.lift)
 
 
 def _seed_means(case_table, masks, sizes, metrics, g_count) -> list[list[np.ndarray]]:
