@@ -394,3 +394,11 @@ def test_quickstart_prints_the_report_within_100_columns(tmp_path, capsys, monke
     assert "power cohort: ndcg@10" in out
     report_part = out.split("dataset:  ")[0]
     assert max(len(line) for line in report_part.splitlines()) <= 100
+
+
+def test_cli_family_takes_several_values_before_the_runs(one_seed, capsys):
+    assert main(["report", "--family", "Film-Noir", "Horror", str(one_seed), "--format", "json",
+                 "--bootstrap", "10", "--domains", "Film-Noir"]) == 0  # fmt: skip
+    data = json.loads(capsys.readouterr().out)
+    assert data["settings"]["family"] == ["Film-Noir", "Horror"]
+    assert data["tables"][0]["families"][0] == ["confirmatory", ["Film-Noir", "Horror"], 4]
