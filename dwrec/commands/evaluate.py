@@ -58,6 +58,36 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="With no RUN: also re-evaluate runs that have metrics."
         ),
+        prior_from: Path = typer.Option(
+            None,
+            "--prior-from",
+            help="Prior-shift control: rank RUN's scores plus tau * log w(item), w = this "
+            "weighted run's final domain weights (no retraining); tau chosen on validation.",
+            show_default=False,
+            rich_help_panel="Prior-shift control",
+        ),
+        prior_tau: list[float] = typer.Option(
+            None,
+            "--prior-tau",
+            help="Grid of tau values for --prior-from (repeat). "
+            "[default: 0 0.25 0.5 0.75 1 1.25 1.5 2 3]",
+            show_default=False,
+            rich_help_panel="Prior-shift control",
+        ),
+        prior_criterion: str = typer.Option(
+            "match",
+            "--prior-criterion",
+            help="match: tau whose overall validation NDCG@10 is closest to the weighted "
+            "run's (equal overall cost); best: the highest validation NDCG@10.",
+            rich_help_panel="Prior-shift control",
+        ),
+        label: str = typer.Option(
+            None,
+            "--label",
+            help="Label of a --prior-from evaluation in reports. [default: <RUN label>+prior]",
+            show_default=False,
+            rich_help_panel="Prior-shift control",
+        ),
     ) -> None:
         """Rank every item for every held-out case; write per_user.parquet and metrics.json.
 
@@ -69,6 +99,24 @@ def register(app: typer.Typer) -> None:
         set_threads(threads)
         if split not in ("test", "valid"):
             raise UsageError(f"--split must be 'test' or 'valid', got {split!r}")
+        if prior_from is not None:
+            _evaluate_prior(
+                runs,
+                prior_from,
+                prior_tau,
+                prior_criterion,
+                label,
+                out,
+                split=split,
+                ks=ks,
+                power_threshold=power_threshold,
+                general_threshold=general_threshold,
+                batch_size=batch_size,
+                device=device,
+            )
+            return
+        if label is not None:
+            raise UsageError("--label names a --prior-from evaluation; give --prior-from too")
         selected = list(runs) if runs else _pending_runs(runs_dir, split, force)
         for run_dir in selected:
             run_out = out / run_dir.name if out is not None and len(selected) > 1 else out
@@ -89,6 +137,36 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
             )
             print_result(result, run_out or run_dir)
+
+
+def _evaluate_prior(runs, prior_from, taus, criterion, label, out, *, split, **options) -> None:
+    from dwrec.eval.prior import DEFAULT_TAUS, default_out_dir, evaluate_prior_shift
+
+    if not runs or len(runs) != 1:
+        raise UsageError("--prior-from takes exactly one RUN (the run trained without weights)")
+    if split != "test":
+        raise UsageError("--prior-from evaluates the test cases (tau is chosen on validation)")
+    run_dir = runs[0]
+    where = out if out is not None else default_out_dir(run_dir, prior_from)
+    result = evaluate_prior_shift(
+        run_dir,
+        prior_from,
+        taus=taus or DEFAULT_TAUS,
+        criterion=criterion,
+        label=label,
+        out=where,
+        **options,
+    )
+    prior = result["prior"]
+    grid = ", ".join(f"{float(t):g}: {v:.4f}" for t, v in prior["grid"].items())
+    target = prior["weighted_valid"]
+    console.print(
+        f"prior shift from {prior['from_label']}: tau {prior['tau']:g} ({prior['criterion']}"
+        + (f", weighted run's valid ndcg@10 {target:.4f}" if target is not None else "")
+        + f"); valid ndcg@10 by tau: {grid}",
+        highlight=False,
+    )
+    print_result(result, where)
 
 
 def _pending_runs(runs_dir: Path, split: str, force: bool) -> list[Path]:

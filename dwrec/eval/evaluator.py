@@ -560,10 +560,18 @@ def evaluate_run(
     export_trec: str | Path | None = None,
     seed: int = 0,
     max_score_elements: int = MAX_SCORE_ELEMENTS,
+    model_wrapper=None,
+    label: str | None = None,
+    extra: dict | None = None,
 ) -> dict:
     """Evaluate a finished run; write ``per_user.parquet`` and ``metrics.json`` (names per
     :func:`output_names`) into ``out`` (default: the run dir). Returns the metrics.json
-    content (contract in docs/evaluate.md)."""
+    content (contract in docs/evaluate.md).
+
+    ``model_wrapper`` (model -> model) transforms the loaded model before ranking (the
+    prior-shift control, :mod:`dwrec.eval.prior`); ``label`` then names the evaluation
+    (``evaluation_label`` in metrics.json, read by ``dwrec report``) and ``extra`` is merged
+    into metrics.json."""
     from dwrec.models.registry import load_model
 
     if split not in ("test", "valid"):
@@ -578,6 +586,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     config, dataset, data_split = load_run(run_dir)
     model = load_model(run_dir, config, dataset.fingerprint)
+    if model_wrapper is not None:
+        model = model_wrapper(model)
     model.to(resolve_device(device))
     cases = data_split.cases(split)
     started = time.perf_counter()
@@ -615,6 +625,9 @@ def evaluate_run(
         thresholds={"power": power_threshold, "general": general_threshold},
     )
     result["seconds"] = round(seconds, 3)
+    if label is not None:
+        result["label"] = result["evaluation_label"] = label
+    result.update(extra or {})
     out_dir = Path(out) if out is not None else run_dir
     table_name, metrics_name = output_names(split)
     write_parquet(out_dir / table_name, _per_user_table(dataset, cases, ranking, per_case, masks))

@@ -137,7 +137,10 @@ def load_run(path: Path) -> EvaluatedRun:
     config = read_json(config_path) if config_path.exists() else {}
     if metrics.get("split", "test") != "test":
         raise DataFormatError(path / METRICS_FILE, f"split is {metrics['split']!r}, not 'test'")
-    label = default_label(config) if config else str(metrics.get("label") or path.name)
+    if metrics.get("evaluation_label"):  # an evaluation named apart from its run (prior shift)
+        label = str(metrics["evaluation_label"])
+    else:
+        label = default_label(config) if config else str(metrics.get("label") or path.name)
     return EvaluatedRun(path=path, config=config, metrics=metrics, label=label)
 
 
