@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 
 from dwrec.data.sources import RemoteFile, SourceSpec
 from dwrec.errors import ChecksumError, DwrecError, UsageError
-from dwrec.io import read_json, write_json
+from dwrec.io import apply_umask, read_json, write_json
 from dwrec.paths import dwrec_home, raw_dir
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
@@ -382,6 +382,7 @@ def extract_archive(archive: Path, dest_root: Path, *, sha256: str | None = None
             _extract_zip(archive, tmp)
         else:
             _extract_tar(archive, tmp)
+        apply_umask(tmp, directory=True)
         try:
             os.replace(tmp, target)
         except OSError:

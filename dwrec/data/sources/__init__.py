@@ -37,7 +37,7 @@ class SourceSpec:
 
     Attributes:
         name: the CLI name (``movielens-1m``).
-        family: ``movielens``, ``lastfm``, ``amazon``, ``yelp`` or ``synthetic``.
+        family: ``movielens``, ``lastfm``, ``amazon``, ``yelp``, ``s3rec`` or ``synthetic``.
         description: one line for ``dwrec datasets``.
         domains: what a domain is for this dataset (one line).
         licence: the terms in brief, with where to read them.
@@ -48,6 +48,10 @@ class SourceSpec:
         default_min_user: default ``--min-user-interactions`` (k-core) for this dataset.
         default_min_item: default ``--min-item-interactions``.
         manual_download: what to tell a user when ``remote`` is empty.
+        extra: ``options`` (the reader's option defaults); ``name_for(folder, options)``,
+            where the prepared dataset's default name depends on the files (an Amazon
+            category, an S3-Rec set); ``specific_sets``: ``name_for`` returns the name of a
+            registered dataset that reads the same files, and ``prepare`` becomes that one.
     """
 
     name: str
@@ -65,7 +69,7 @@ class SourceSpec:
 
 
 _REGISTRY: dict[str, SourceSpec] = {}
-_MODULES = ("synthetic", "movielens", "lastfm", "amazon", "yelp")
+_MODULES = ("synthetic", "movielens", "lastfm", "amazon", "yelp", "s3rec")
 
 
 def register(spec: SourceSpec) -> SourceSpec:
