@@ -81,6 +81,7 @@ def prepare(
         dataset_name: the prepared dataset's name (and folder under the datasets folder).
     """
     spec = get_source(name)
+    name = spec.name  # an alias (ml-1m) prepares the dataset it stands for
     options = dict(options or {})
     if dataset_name is not None:
         check_dataset_name(dataset_name)

@@ -90,12 +90,39 @@ def all_sources() -> list[SourceSpec]:
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
 
 
+ALIASES = {
+    "ml-100k": "movielens-100k",
+    "ml-1m": "movielens-1m",
+    "ml-10m": "movielens-10m",
+    "ml-20m": "movielens-20m",
+    "ml-25m": "movielens-25m",
+    "ml-latest-small": "movielens-latest-small",
+    "lastfm-2k": "lastfm",
+    "hetrec-lastfm": "lastfm",
+}
+"""Common short names (the archives' own names) -> dwrec's dataset names."""
+
+
+def canonical_name(name: str) -> str:
+    """``name`` with a common short name replaced by dwrec's (``ml-1m`` -> ``movielens-1m``)."""
+    return ALIASES.get(name.lower(), name)
+
+
+def suggest(name: str, candidates: list[str]) -> list[str]:
+    """The known names closest to ``name`` (an alias first)."""
+    alias = ALIASES.get(name.lower())
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.4)
+    return ([alias] if alias else []) + [c for c in close if c != alias]
+
+
 def get_source(name: str) -> SourceSpec:
-    """The spec of dataset ``name``; an unknown name suggests the closest known ones."""
+    """The spec of dataset ``name`` (or an alias such as ``ml-1m``); an unknown name suggests
+    the closest known ones."""
     _load_all()
+    name = canonical_name(name)
     if name in _REGISTRY:
         return _REGISTRY[name]
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
+    close = suggest(name, list(_REGISTRY))
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UsageError(
         f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(sorted(_REGISTRY))} "
