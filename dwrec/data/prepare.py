@@ -130,6 +130,12 @@ def prepare(
         return _reuse(out_path)
 
     raw = spec.reader(folder, options)
+    if source is not None and spec.remote:
+        from dwrec.data.download import archive_note
+
+        note = archive_note(spec, Path(source))
+        if note:
+            raw.notes.append(note)
     tables, stats = build_tables(raw, filters)
     meta = _metadata(spec, raw, request, filters, stats, display)
     if not force:
