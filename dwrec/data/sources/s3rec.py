@@ -269,7 +269,7 @@ def domain_attributes(
     """
     counts: dict[int, int] = {}
     for item in catalogue.tolist():
-        for attribute in attributes.get(item, ()):
+        for attribute in set(attributes.get(item, ())):
             counts[attribute] = counts.get(attribute, 0) + 1
     cap = max_share * len(catalogue)
     chosen = {a for a, n in counts.items() if min_items <= n <= cap}
