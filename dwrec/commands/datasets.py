@@ -69,9 +69,10 @@ def register(app: typer.Typer) -> None:
             table.add_row(spec.name, _download(spec), shown[spec.name], spec.description)
         console.print(table)
         console.print(
-            f"[dim]download: yes = `dwrec prepare NAME` fetches the official files and checks "
-            f"their checksum; manual = pass your copy with --source. Prepared copies live in "
-            f"{datasets_dir()}. `dwrec datasets NAME` gives domains, size and licence.[/]"
+            "[dim]download: yes = `dwrec prepare NAME` fetches and checksums the files; "
+            "manual = pass --source.\n"
+            f"Prepared copies: {datasets_dir()}. Details: `dwrec datasets NAME`.[/]",
+            overflow="fold",
         )
 
 

@@ -177,7 +177,9 @@ def _with_recorded_source(exc: DwrecError, out, name: str) -> DwrecError:
     meta_path = (Path(out) if out is not None else default_dataset_dir(name)) / "dataset.json"
     try:
         sources = read_json(meta_path).get("sources", []) if meta_path.exists() else []
-        folder = Path(sources[0]["path"]).parent if sources else None
+        paths = [Path(entry["path"]) for entry in sources]
+        # One file: that file (e.g. a lone u.data); several: the folder that holds them.
+        folder = paths[0] if len(paths) == 1 else (paths[0].parent if paths else None)
     except (DwrecError, AttributeError, KeyError, TypeError, IndexError):
         folder = None
     if folder is None or not folder.exists() or type(exc).__name__ not in _PLAIN_ERRORS:
