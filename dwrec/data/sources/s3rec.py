@@ -298,9 +298,9 @@ def read_s3rec(folder: Path, options: dict[str, Any], dataset: str = "s3rec") ->
     notes = [
         f"S3-Rec set {prefix} ({sequences_path.name}, {attributes_path.name}): no timestamps; "
         "an interaction's timestamp is its position in the user's line (0, 1, 2, ...).",
-        f"Domains: {len(chosen)} of the {len(counts)} attribute ids, those on at least "
+        f"Domains: {len(chosen)} of the {len(counts):,} attribute ids, those on at least "
         f"{opts['min_items']} items and at most {opts['max_share']:.0%} of the "
-        f"{len(catalogue):,} items (options min_items, max_share). Left out: {too_rare} rarer "
+        f"{len(catalogue):,} items (options min_items, max_share). Left out: {too_rare:,} rarer "
         f"ids and {len(too_common)} on more than {opts['max_share']:.0%} of the items"
         + (f" ({', '.join(f'attr-{a}' for a in too_common[:5])})" if too_common else "")
         + ". Attribute names are not published.",
