@@ -111,8 +111,9 @@ def test_domain_rule_matches_brute_force_on_random_attributes():
         ("1 1 2 3\n1 4 5\n", 2, "user 1 is listed again (first on line 1)"),
         ("1 1 2 3\n2 4 5 6", 2, "the last line has no line ending"),
         ("1 1 2 3\n2 4 -5\n", 2, "ids must be non-negative integers"),
+        ("1 1 2 3\n2 4 99999999999999999999\n", 2, "an id is too large"),
     ],
-    ids=["garbage", "no-items", "blank", "repeated-user", "cut", "negative"],
+    ids=["garbage", "no-items", "blank", "repeated-user", "cut", "negative", "huge"],
 )
 def test_malformed_sequence_line_is_an_error_naming_file_and_line(
     tmp_path, capsys, sequences, line, needle

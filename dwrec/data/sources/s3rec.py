@@ -202,12 +202,14 @@ def read_sequences(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         try:
             ids = np.array(tokens, dtype=np.int64)
         except (ValueError, OverflowError):
-            bad = next(t for t in tokens if not t.isdigit())
+            bad = next((t for t in tokens if not t.isdigit()), None)
+            problem = (
+                "an id is too large for a 64-bit integer"
+                if bad is None
+                else f"{bad.decode('utf-8', 'replace')[:40]!r} is not an integer id"
+            )
             raise DataFormatError(
-                path,
-                f"{bad.decode('utf-8', 'replace')[:40]!r} is not an integer id; expected "
-                "'user item item ...' (space-separated integers)",
-                number,
+                path, f"{problem}; expected 'user item item ...' (space-separated integers)", number
             ) from None
         if ids.min() < 0 or not all(t.isdigit() for t in tokens):
             raise DataFormatError(path, "ids must be non-negative integers", number)
