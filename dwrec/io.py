@@ -31,15 +31,30 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it; there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike, *, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open()`` / ``mkdir()`` would have under the umask.
+
+    ``tempfile.mkstemp`` and ``mkdtemp`` create 0600 files and 0700 folders whatever the
+    umask; a file renamed into place from them would keep that private mode, so a team
+    sharing ``$DWREC_HOME`` or a runs folder could not read each other's outputs.
+    """
+    base = 0o777 if directory else 0o666
+    os.chmod(path, base & ~current_umask())
 
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` on success.
 
-    On any exception the temporary file is removed and ``final`` is left untouched.
+    The renamed file gets the mode the umask gives new files (0644 under umask 022), not the
+    private 0600 of the temporary file. On any exception the temporary file is removed and ``final`` is left untouched.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +63,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            apply_umask(tmp)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -58,13 +75,16 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory beside ``final``; swap it into place on success.
 
-    An existing ``final`` is replaced only after the new content is complete.
+    An existing ``final`` is replaced only after the new content is complete. The folder
+    gets the mode the umask gives new folders (0755 under umask 022); files written into it
+    with :func:`atomic_path` / :func:`write_json` / :func:`write_parquet` follow the umask too.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
+        apply_umask(tmp, directory=True)
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
             old.rmdir()

@@ -30,6 +30,8 @@ def default_dataset_dir(name: str) -> Path:
 def resolve_dataset(name_or_path: str | os.PathLike | None) -> Path:
     """Turn a prepared dataset's name or path into its directory.
 
+    A name may be a common short name (``ml-1m`` for ``movielens-1m``).
+
     ``None`` means the dataset prepared most recently (by ``dataset.json`` modification time).
     """
     if name_or_path is None:
@@ -47,10 +49,55 @@ def resolve_dataset(name_or_path: str | os.PathLike | None) -> Path:
     named = default_dataset_dir(str(name_or_path))
     if (named / "dataset.json").exists():
         return named
-    raise UsageError(
-        f"--dataset {name_or_path}: neither a dataset directory (no dataset.json in {path}) "
-        f"nor the name of a prepared dataset in {datasets_dir()}; "
-        f"run `dwrec prepare {name_or_path}` first"
+    from dwrec.data.sources import canonical_name
+
+    alias = default_dataset_dir(canonical_name(str(name_or_path)))
+    if not path.exists() and (alias / "dataset.json").exists():
+        return alias  # --dataset ml-1m: the prepared movielens-1m
+    raise UsageError(_not_a_dataset(str(name_or_path), path))
+
+
+def prepared_names() -> list[str]:
+    """Names of the prepared datasets under :func:`datasets_dir`."""
+    root = datasets_dir()
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if not p.name.startswith(".") and (p / "dataset.json").exists()
+    )
+
+
+def _not_a_dataset(given: str, path: Path) -> str:
+    """Why ``--dataset given`` names no dataset, and what to pass or run instead."""
+    prepared = prepared_names()
+    listing = f" Prepared: {', '.join(prepared)}." if prepared else ""
+    if path.is_dir():
+        return (
+            f"--dataset {given}: the folder {path} has no dataset.json, so it is not a "
+            "prepared dataset; pass the folder that `dwrec prepare` wrote (--out) or the name "
+            f"of a prepared dataset in {datasets_dir()} (raw files: `dwrec prepare NAME "
+            f"--source {path}` turns them into one).{listing}"
+        )
+    from dwrec.data.sources import all_sources, canonical_name, suggest
+
+    known = [spec.name for spec in all_sources()]
+    canonical = canonical_name(given)
+    if canonical in known:
+        hint = f"run `dwrec prepare {canonical}` first" + (
+            f" (dwrec's name for {given})" if canonical != given else ""
+        )
+    else:
+        close = suggest(given, prepared + known)
+        hint = (
+            f"did you mean {' or '.join(close)}? `dwrec datasets` lists the known datasets"
+            if close
+            else "`dwrec datasets` lists the datasets dwrec can prepare"
+        )
+    return (
+        f"--dataset {given}: neither a dataset folder nor the name of a prepared dataset in "
+        f"{datasets_dir()}; {hint}.{listing}"
     )
 
 

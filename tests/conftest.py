@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(
+    os.environ.get("DWREC_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+).expanduser()
+"""The real public datasets: ``../shared/data`` beside the repository, or ``$DWREC_TEST_DATA``."""
 
 torch.set_num_threads(1)
 

@@ -190,6 +190,16 @@ def _yelp(folder: Path) -> list[Path]:
     return [review_path, business_path]
 
 
+def _s3rec(folder: Path) -> list[Path]:
+    """S3-Rec's layout: ``user item item ...`` lines and an item -> attribute-ids object."""
+    sequences = folder / "Beauty.txt"
+    sequences.write_text("1 1 2 3 4\n2 2 3 5\n3 4 1 5 2 3\n")
+    attributes = folder / "Beauty_item2attributes.json.gz"
+    table = {"1": [1, 2], "2": [2, 3], "3": [1], "4": [2, 2], "5": []}
+    attributes.write_bytes(gzip.compress(json.dumps(table).encode()))
+    return [sequences, attributes]
+
+
 @dataclass(frozen=True)
 class Format:
     dataset: str
@@ -207,6 +217,7 @@ FORMATS = {
     "amazon-2018-json": Format("amazon-electronics", _amazon_2018),
     "amazon-ratings-csv": Format("amazon-electronics", _amazon_csv),
     "yelp": Format("yelp", _yelp),
+    "s3rec": Format("s3rec-beauty", _s3rec),
 }
 
 # --------------------------------------------------------------------------- mutations

@@ -53,18 +53,27 @@ def register(app: typer.Typer) -> None:
         min_user_interactions: int = typer.Option(
             None,
             "--min-user-interactions",
-            help="Iterative k-core: users need this many interactions.",
+            help="Iterative k-core: users need this many interactions \\[default: 5 for "
+            "lastfm, lastfm-1k, amazon*, yelp; 0 (none) for movielens-*, s3rec*, synthetic].",
         ),
         min_item_interactions: int = typer.Option(
             None,
             "--min-item-interactions",
-            help="Iterative k-core: items need this many interactions.",
+            help="Iterative k-core: items need this many interactions \\[default: as above].",
         ),
         dedupe: bool = typer.Option(
             False, "--dedupe", help="Keep only the first interaction of each (user, item) pair."
         ),
         force: bool = typer.Option(
-            False, "--force", help="Rebuild even if an identical dataset exists."
+            False,
+            "--force",
+            help="Rebuild even if an identical dataset exists; replace a different one.",
+        ),
+        name: str = typer.Option(
+            None,
+            "--name",
+            help="Name of the prepared dataset and its folder under $DWREC_HOME/datasets "
+            "(keeps two variants apart, e.g. ml-1m-rating4) \\[default: the dataset's name].",
         ),
         users: int = typer.Option(
             None, "--users", help=f"synthetic: number of users \\[{SYNTHETIC['users']}]."
@@ -91,7 +100,24 @@ def register(app: typer.Typer) -> None:
 
         Without --source the raw files are looked up in $DWREC_HOME/raw/DATASET (place them
         there by hand on offline machines) and downloaded from the official URL, checked
-        against a pinned checksum, when missing.
+        against a pinned checksum, when missing. A folder holding a different dataset is
+        never replaced without --force.
+
+        Datasets: synthetic, movielens-100k/1m/10m/20m/25m/latest-small, lastfm, lastfm-1k,
+        amazon-electronics, amazon, yelp, s3rec, s3rec-beauty/sports/toys/yelp/lastfm
+        (`dwrec datasets` describes them).
+
+        Examples:
+
+          dwrec prepare synthetic
+
+          dwrec prepare movielens-1m --source ~/Downloads/ml-1m.zip
+
+          dwrec prepare movielens-1m --min-rating 4 --name ml-1m-rating4
+
+          dwrec prepare lastfm --min-user-interactions 10 --min-item-interactions 10
+
+          dwrec prepare s3rec --source ~/data/S3-Rec/data --option set=Beauty
         """
         from dwrec.data.prepare import prepare
         from dwrec.data.sources import get_source
@@ -122,14 +148,15 @@ def register(app: typer.Typer) -> None:
                 force=force,
                 options=options,
                 progress=True,
+                dataset_name=name,
             )
         if result.skipped:
             console.print(
-                f"[green]{result.path}[/] is already up to date (same files and flags); "
-                "--force rebuilds it."
+                f"[green]{result.path}[/] is already prepared and up to date (same files and "
+                "flags); it is now the most recent dataset. --force rebuilds it."
             )
         else:
-            console.print(f"prepared [bold]{dataset}[/] -> [green]{result.path}[/]")
+            console.print(f"prepared [bold]{result.meta['name']}[/] -> [green]{result.path}[/]")
         print_summary(result.meta)
 
     return None
@@ -162,5 +189,23 @@ def print_summary(meta: dict) -> None:
             style=style,
         )
     console.print(table)
+    ties = tie_summary(meta)
+    if ties:
+        console.print(ties)
     for note in meta.get("notes", []):
         console.print(f"[dim]note: {note}[/]")
+
+
+def tie_summary(meta: dict) -> str | None:
+    """One line on held-out items that tie in time under ``loo`` (None when none do)."""
+    loo = (meta.get("held_out_ties") or {}).get("loo")
+    if not loo or not loo.get("users"):
+        return None
+    ties, users = loo["test_ties_validation"], loo["users"]
+    if not ties:
+        return f"held-out ties (loo): none of {users:,} users' test and validation items share a timestamp"
+    return (
+        f"held-out ties (loo): {ties:,} of {users:,} users ({ties / users:.1%}) have test and "
+        "validation items with the same timestamp; the raw file's order decides which is the "
+        "test item (docs/datasets.md, 'Ties in time')"
+    )

@@ -6,7 +6,10 @@ reader can search with :func:`dwrec.data.raw.find_raw_file`:
 - ``--source FOLDER``: returned as is (an extracted archive, or files placed by hand).
 - ``--source ARCHIVE`` (``.zip``, ``.tar.gz``, ``.tgz``, ``.tar``): extracted once into
   ``$DWREC_HOME/raw/NAME/extracted-<first 8 hex of its sha256>/`` and that folder returned.
-  An archive whose name is the official file name must match the pinned checksum.
+  Archives are recognised by their bytes, whatever their name: one that matches a pinned
+  checksum is the official archive; one with the official file name must match it; one
+  that is another dataset's official archive is refused; any other archive is prepared as
+  the user's own, with a note (:func:`archive_note`).
 - ``--source FILE``: a single raw file, returned as is.
 - no ``--source``: the cache ``$DWREC_HOME/raw/NAME/`` is searched first (the official
   archive, its extracted folder, or raw files a user placed there by hand on an offline
@@ -40,7 +43,7 @@ from pathlib import Path, PurePosixPath
 
 from dwrec.data.sources import RemoteFile, SourceSpec
 from dwrec.errors import ChecksumError, DwrecError, UsageError
-from dwrec.io import read_json, write_json
+from dwrec.io import apply_umask, read_json, write_json
 from dwrec.paths import dwrec_home, raw_dir
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
@@ -91,15 +94,64 @@ def _from_given(spec: SourceSpec, source: Path) -> Path:
     if source.is_dir() or not is_archive(source):
         return source
     digests = file_digests(source)
-    remote = next((r for r in spec.remote if r.filename == source.name), None)
-    if remote is not None:
-        check_digests(
-            source,
-            remote,
-            digests,
-            hint="to use a modified copy on purpose, extract it and pass the folder as --source",
-        )
+    if not any(_matches(r, digests) for r in spec.remote):
+        remote = next((r for r in spec.remote if r.filename == source.name), None)
+        if remote is not None:
+            check_digests(
+                source,
+                remote,
+                digests,
+                hint="to use a modified copy on purpose, extract it and pass the folder as --source",
+            )
+        other = _official_elsewhere(spec, digests)
+        if other is not None:
+            raise UsageError(
+                f"--source {source}: this is {other[1].filename}, the official archive of "
+                f"dataset {other[0]} (its sha256 matches), not of {spec.name}; run "
+                f"`dwrec prepare {other[0]} --source {source}`"
+            )
     return extract_archive(source, raw_dir(spec.name), sha256=digests["sha256"])
+
+
+def _matches(remote: RemoteFile, digests: dict[str, str]) -> bool:
+    """True when ``digests`` are those pinned for ``remote`` (sha256, else md5)."""
+    if remote.sha256:
+        return digests["sha256"] == remote.sha256.lower()
+    return bool(remote.md5) and digests["md5"] == (remote.md5 or "").lower()
+
+
+def _official_elsewhere(spec: SourceSpec, digests: dict[str, str]):
+    """(dataset, remote) of another dataset whose pinned archive has these digests, or None."""
+    from dwrec.data.sources import all_sources
+
+    for other in all_sources():
+        for remote in other.remote:
+            if other.name != spec.name and _matches(remote, digests):
+                return other.name, remote
+    return None
+
+
+def archive_note(spec: SourceSpec, source: Path | None) -> str | None:
+    """A note for ``dataset.json`` when an archive ``--source`` is not the official archive.
+
+    Archives are recognised by their bytes, not their name: a copy of the official archive
+    under any name matches its pinned checksum and needs no note; an archive that matches
+    no pin is prepared as the user's own, and the note says so.
+    """
+    if source is None or not spec.remote:
+        return None
+    source = Path(source).expanduser()
+    if not (source.is_file() and is_archive(source)):
+        return None
+    digests = file_digests(source)
+    if any(_matches(r, digests) for r in spec.remote):
+        return None
+    official = ", ".join(r.filename for r in spec.remote)
+    return (
+        f"--source {source.name} is not the official {official}: its sha256 "
+        f"{digests['sha256'][:16]}... matches no pinned checksum, so it was prepared as your "
+        "own archive (the sha256 of every file read is recorded under 'sources')."
+    )
 
 
 def _from_cache(spec: SourceSpec, progress: bool) -> Path:
@@ -382,6 +434,7 @@ def extract_archive(archive: Path, dest_root: Path, *, sha256: str | None = None
             _extract_zip(archive, tmp)
         else:
             _extract_tar(archive, tmp)
+        apply_umask(tmp, directory=True)
         try:
             os.replace(tmp, target)
         except OSError:

@@ -7,9 +7,11 @@ atomic write. The same input and flags give the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ from dwrec.data.dataset import (
     USERS_FILE_SCHEMA,
 )
 from dwrec.data.raw import RawData
-from dwrec.data.sources import SourceSpec, get_source
+from dwrec.data.sources import SourceSpec, all_sources, get_source
+from dwrec.data.split import SCHEMES, held_out_sizes
 from dwrec.errors import DwrecError, UsageError
 from dwrec.io import atomic_dir, provenance, read_json, sha256_file, write_json, write_parquet
 from dwrec.paths import default_dataset_dir
@@ -50,8 +53,19 @@ def prepare(
     force: bool = False,
     options: dict[str, Any] | None = None,
     progress: bool = False,
+    dataset_name: str | None = None,
 ) -> PrepareResult:
     """Prepare dataset ``name`` into ``out`` (default ``$DWREC_HOME/datasets/NAME``).
+
+    The default folder name is the dataset's name: ``name`` itself, or for ``amazon`` and
+    ``s3rec`` one that says which files were read (``amazon-fashion``, ``s3rec-beauty``).
+    ``dataset_name`` (``--name``) overrides it and is the ``name`` in ``dataset.json``.
+
+    A folder that already holds a dataset with another fingerprint (other files or flags)
+    is never replaced silently: runs trained on it would be orphaned. That raises a
+    :class:`UsageError` saying how to keep both (``--name`` / ``--out``) or replace it
+    (``force``). A prepared copy that is up to date is reused without looking at the raw
+    files (so without a network), and becomes the most recent dataset again.
 
     Args:
         source: the downloaded archive or its extracted folder; ``None`` looks in the cache
@@ -61,12 +75,16 @@ def prepare(
         min_user_interactions, min_item_interactions: iterative k-core thresholds;
             ``None`` takes the dataset's documented default.
         dedupe: keep only the first interaction of each (user, item) pair.
-        force: rebuild even when an identical dataset is already there.
+        force: rebuild even when an identical dataset is already there, and replace a
+            different one.
         options: reader options (synthetic generator sizes, Yelp top-N, ...).
+        dataset_name: the prepared dataset's name (and folder under the datasets folder).
     """
     spec = get_source(name)
+    name = spec.name  # an alias (ml-1m) prepares the dataset it stands for
     options = dict(options or {})
-    out_path = Path(out) if out is not None else default_dataset_dir(name)
+    if dataset_name is not None:
+        check_dataset_name(dataset_name)
     filters = {
         "min_rating": min_rating,
         "min_user_interactions": spec.default_min_user
@@ -84,20 +102,129 @@ def prepare(
         if value < 0:
             raise UsageError(f"{flag} must be >= 0, got {value}")
 
-    folder = _resolve_folder(spec, source, progress)
     request = {"name": name, "filters": filters, "options": _jsonable(options)}
-    if not force and _unchanged(out_path, request):
-        return PrepareResult(out_path, read_json(out_path / "dataset.json"), skipped=True)
+    name_for = spec.extra.get("name_for")
+    if source is None and not force and (out is not None or dataset_name or name_for is None):
+        # Up to date: no raw files needed, so no download (the copy may come from --source).
+        early = Path(out) if out is not None else default_dataset_dir(dataset_name or spec.name)
+        if _unchanged(early, request):
+            return _reuse(early)
+
+    try:
+        folder = _resolve_folder(spec, source, progress)
+    except DwrecError as exc:
+        if source is not None:
+            raise
+        raise _with_recorded_source(exc, out, dataset_name or spec.name) from None
+    display = dataset_name or spec.name
+    if name_for is not None:
+        resolved = name_for(folder, options)
+        if spec.extra.get("specific_sets") and resolved in {s.name for s in all_sources()}:
+            # `s3rec --source DIR` with DIR holding Beauty is `s3rec-beauty --source DIR`.
+            spec, name = get_source(resolved), resolved
+            options.pop("set", None)
+            request = {"name": name, "filters": filters, "options": _jsonable(options)}
+        display = dataset_name or resolved
+    out_path = Path(out) if out is not None else default_dataset_dir(display)
+    if not force and _unchanged(out_path, request, within=folder if source is not None else None):
+        return _reuse(out_path)
 
     raw = spec.reader(folder, options)
+    if source is not None and spec.remote:
+        from dwrec.data.download import archive_note
+
+        note = archive_note(spec, Path(source))
+        if note:
+            raw.notes.append(note)
     tables, stats = build_tables(raw, filters)
-    meta = _metadata(spec, raw, request, filters, stats)
+    meta = _metadata(spec, raw, request, filters, stats, display)
+    if not force:
+        _refuse_to_replace(out_path, meta)
     with atomic_dir(out_path) as tmp:
         write_parquet(tmp / "interactions.parquet", tables["interactions"])
         write_parquet(tmp / "items.parquet", tables["items"])
         write_parquet(tmp / "users.parquet", tables["users"])
         write_json(tmp / "dataset.json", meta)
     return PrepareResult(out_path, meta, skipped=False)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+
+
+def check_dataset_name(value: str) -> None:
+    """A dataset name is one folder name: letters, digits, ``.``, ``_``, ``+``, ``-``."""
+    if not _NAME.match(value) or value in (".", ".."):
+        raise UsageError(
+            f"--name {value!r}: a dataset name is one folder name (letters, digits, '.', '_', "
+            "'+', '-'; no '/'), e.g. --name ml-1m-rating4"
+        )
+
+
+def _reuse(path: Path) -> PrepareResult:
+    """An up-to-date prepared copy: touched so that it is the most recent dataset again."""
+    meta_path = path / "dataset.json"
+    # `dwrec train` without --dataset takes the dataset whose dataset.json changed last.
+    with contextlib.suppress(OSError):
+        os.utime(meta_path)
+    return PrepareResult(path, read_json(meta_path), skipped=True)
+
+
+_PLAIN_ERRORS = ("DwrecError", "OfflineError")  # constructed from one message
+
+
+def _with_recorded_source(exc: DwrecError, out, name: str) -> DwrecError:
+    """``exc`` plus, when a prepared copy records where it was built from, that folder."""
+    meta_path = (Path(out) if out is not None else default_dataset_dir(name)) / "dataset.json"
+    try:
+        sources = read_json(meta_path).get("sources", []) if meta_path.exists() else []
+        paths = [Path(entry["path"]) for entry in sources]
+        # One file: that file (e.g. a lone u.data); several: the folder that holds them.
+        folder = paths[0] if len(paths) == 1 else (paths[0].parent if paths else None)
+    except (DwrecError, AttributeError, KeyError, TypeError, IndexError):
+        folder = None
+    if folder is None or not folder.exists() or type(exc).__name__ not in _PLAIN_ERRORS:
+        return exc
+    return type(exc)(
+        f"{exc} (The prepared copy {meta_path.parent} was built from {folder}: "
+        f"--source {folder} uses those files again.)"
+    )
+
+
+def _refuse_to_replace(out_path: Path, meta: dict) -> None:
+    """Raise when ``out_path`` holds a dataset with another fingerprint (runs depend on it)."""
+    meta_path = out_path / "dataset.json"
+    if not meta_path.exists():
+        return
+    try:
+        old = read_json(meta_path)
+    except DwrecError:
+        return  # unreadable: nothing can have been trained on it
+    if not isinstance(old, dict) or old.get("fingerprint") in (None, meta["fingerprint"]):
+        return
+    changes = _differences(old, meta)
+    raise UsageError(
+        f"{out_path} already holds dataset {old.get('name')!r} (fingerprint "
+        f"{old.get('fingerprint')}) prepared differently ({'; '.join(changes)}); replacing it "
+        "would orphan the runs trained on it. To keep both, give the new one its own folder "
+        "with --name NAME (or --out DIR); to replace it, add --force."
+    )
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    changes = []
+    old_request, new_request = old.get("request") or {}, new["request"]
+    if old_request.get("name") != new_request["name"]:
+        changes.append(f"dataset {old_request.get('name')} -> {new_request['name']}")
+    for group in ("filters", "options"):
+        before, after = old_request.get(group) or {}, new_request[group]
+        for key in sorted(set(before) | set(after)):
+            if before.get(key) != after.get(key):
+                flag = key.replace("_", "-")
+                changes.append(f"{flag} {before.get(key)} -> {after.get(key)}")
+    old_files = {s.get("sha256") for s in old.get("sources", []) if isinstance(s, dict)}
+    if old_files != {s["sha256"] for s in new["sources"]}:
+        changes.append("other raw files (sha256 differ)")
+    return changes or ["other content"]
 
 
 def _resolve_folder(spec: SourceSpec, source, progress: bool) -> Path:
@@ -112,8 +239,9 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, sort_keys=True))
 
 
-def _unchanged(out_path: Path, request: dict) -> bool:
-    """True when ``out_path`` holds a dataset built by the same request from unchanged files."""
+def _unchanged(out_path: Path, request: dict, within: Path | None = None) -> bool:
+    """True when ``out_path`` holds a dataset built by the same request from unchanged files
+    (under ``within``, the user's ``--source``, when given)."""
     meta_path = out_path / "dataset.json"
     if not meta_path.exists():
         return False
@@ -123,8 +251,13 @@ def _unchanged(out_path: Path, request: dict) -> bool:
         return False
     if meta.get("request") != request or meta.get("schema_version") != SCHEMA_VERSION:
         return False
+    if "held_out_ties" not in meta:
+        return False  # prepared before the tie report: rebuilt (same bytes, same fingerprint)
+    root = None if within is None else (within if within.is_dir() else within.parent).resolve()
     for entry in meta.get("sources", []):
         path = Path(entry["path"])
+        if root is not None and not path.is_relative_to(root):
+            return False
         try:
             stat = path.stat()
         except OSError:
@@ -267,7 +400,42 @@ def build_tables(raw: RawData, filters: dict) -> tuple[dict[str, pa.Table], dict
     )
     stats = _statistics(user_idx, item_idx, domains, len(users_raw), len(items_raw))
     stats["raw_interactions"] = int(n_raw)
+    stats["held_out_ties"] = held_out_ties(user_idx, timestamps, len(users_raw))
     return {"interactions": interactions, "items": items, "users": users}, stats
+
+
+TIE_RULE = (
+    "interactions are sorted by (user, timestamp, order in the raw file); when held-out "
+    "interactions share a timestamp, the one later in the raw file is held out later "
+    "(test before validation, validation before training)"
+)
+
+
+def held_out_ties(user_idx: np.ndarray, timestamps: np.ndarray, n_users: int) -> dict:
+    """Per split scheme: users whose held-out boundaries fall between equal timestamps.
+
+    ``test_ties_validation``: users whose first test interaction has the timestamp of their
+    last validation interaction (under ``loo``: the two held-out items tie), so only the
+    file order decides which is the test item. ``validation_ties_training``: the same
+    between the first validation and the last training interaction. ``users``: users with
+    held-out interactions (3 or more interactions). ``user_idx`` must be sorted.
+    """
+    counts = np.bincount(user_idx, minlength=n_users).astype(np.int64)
+    ends = np.cumsum(counts)
+    report: dict[str, Any] = {"rule": TIE_RULE}
+    for scheme in SCHEMES:
+        n_valid, n_test = held_out_sizes(counts, scheme)
+        held = np.flatnonzero(n_test > 0)
+        test_start = (ends - n_test)[held]
+        valid_start = test_start - n_valid[held]
+        test_ties = timestamps[test_start] == timestamps[test_start - 1]
+        valid_ties = timestamps[valid_start] == timestamps[valid_start - 1]
+        report[scheme] = {
+            "users": int(len(held)),
+            "test_ties_validation": int(np.count_nonzero(test_ties)),
+            "validation_ties_training": int(np.count_nonzero(valid_ties)),
+        }
+    return report
 
 
 def _item_metadata(items: pa.Table) -> dict[str, tuple[str | None, list[str]]]:
@@ -307,7 +475,9 @@ def _statistics(
     }
 
 
-def _metadata(spec: SourceSpec, raw: RawData, request: dict, filters: dict, stats: dict) -> dict:
+def _metadata(
+    spec: SourceSpec, raw: RawData, request: dict, filters: dict, stats: dict, name: str
+) -> dict:
     sources = []
     for path in sorted({Path(p).resolve() for p in raw.source_files}):
         stat = path.stat()
@@ -327,8 +497,10 @@ def _metadata(spec: SourceSpec, raw: RawData, request: dict, filters: dict, stat
         "counts": stats["counts"],
     }
     fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    # The fingerprint covers the content only (not the name, notes or tie report), so a
+    # dataset prepared again from the same files and flags keeps it and its runs.
     return {
-        "name": spec.name,
+        "name": name,
         "family": spec.family,
         "schema_version": SCHEMA_VERSION,
         "fingerprint": fingerprint,
@@ -340,6 +512,7 @@ def _metadata(spec: SourceSpec, raw: RawData, request: dict, filters: dict, stat
         "counts": stats["counts"],
         "raw_interactions": stats["raw_interactions"],
         "domains": stats["domains"],
+        "held_out_ties": stats["held_out_ties"],
         "id_note": "ids are dense from 0; models use item_id + 1 internally, 0 = padding",
         **provenance(),
     }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -95,14 +94,6 @@ def find_raw_file(root: Path, names: Sequence[str], *, required: bool = True) ->
     return None
 
 
-def open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
-    """Open a raw text file, gzip-compressed or not (by magic bytes), for reading.
-
-    Undecodable bytes raise ``UnicodeDecodeError``; use :func:`iter_lines` for line numbers.
-    """
-    return io.TextIOWrapper(open_binary(path), encoding=encoding, newline="")
-
-
 def open_binary(path: Path) -> io.BufferedIOBase:
     """Open a raw file for binary reading, transparently decompressing gzip."""
     path = Path(path)
@@ -137,5 +128,40 @@ def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]
             ) from None
 
 
-def file_label(path: os.PathLike) -> str:
-    return Path(path).name
+def cut_last_line(path: Path, data: bytes | None = None) -> int | None:
+    """The number of the last line when it lacks a line ending (the file was cut), else None.
+
+    Line-based raw files end every line, the last one included, with a newline (every
+    published file dwrec reads does); a last line without one is what an interrupted download
+    or copy leaves, and its last field may look valid though it is cut short (``88125`` for
+    ``881250949``). Trailing spaces after the last newline do not count as a line. ``data``
+    (the file's decompressed bytes) saves reading the file again.
+    """
+    if data is None:
+        path = Path(path)
+        with open(path, "rb") as handle:
+            gzipped = handle.read(2) == b"\x1f\x8b"
+            if not gzipped:
+                handle.seek(0, io.SEEK_END)
+                if handle.tell() == 0:
+                    return None
+                handle.seek(-1, io.SEEK_END)
+                if handle.read(1) == b"\n":
+                    return None
+        data = read_bytes(path)
+    tail = data[data.rfind(b"\n") + 1 :]
+    if not tail.strip():
+        return None
+    return data.count(b"\n") + 1
+
+
+def require_whole_lines(path: Path, data: bytes | None = None) -> None:
+    """Raise a :class:`DataFormatError` naming the file and line when the last line is cut."""
+    line = cut_last_line(path, data)
+    if line is not None:
+        raise DataFormatError(
+            path,
+            "the last line has no line ending: the file looks cut short (an interrupted "
+            "download or copy?); get the file again",
+            line,
+        )

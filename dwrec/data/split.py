@@ -70,14 +70,7 @@ def make_split(dataset: Dataset, scheme: str = "loo") -> Split:
         raise UsageError(f"--split must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     indptr = dataset.user_indptr
     starts, ends = indptr[:-1], indptr[1:]
-    lengths = ends - starts
-    eligible = lengths >= 3
-    if scheme == "loo":
-        n_test = np.where(eligible, 1, 0)
-        n_valid = np.where(eligible, 1, 0)
-    else:
-        n_test = np.where(eligible, np.maximum(1, np.rint(0.2 * lengths)), 0).astype(np.int64)
-        n_valid = np.where(eligible, np.maximum(1, np.rint(0.1 * lengths)), 0).astype(np.int64)
+    n_valid, n_test = held_out_sizes(ends - starts, scheme)
     train_end = ends - n_test - n_valid
     valid = _cases(dataset, train_end, train_end + n_valid)
     test = _cases(dataset, train_end + n_valid, ends)
@@ -87,6 +80,19 @@ def make_split(dataset: Dataset, scheme: str = "loo") -> Split:
     for array in (train_end, valid.row, test.row):
         digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
     return Split(scheme, train_end.astype(np.int64), valid, test, digest.hexdigest()[:16])
+
+
+def held_out_sizes(lengths: np.ndarray, scheme: str) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, test) interactions per user of ``lengths`` interactions under ``scheme``."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    eligible = lengths >= 3
+    if scheme == "loo":
+        n_test = np.where(eligible, 1, 0).astype(np.int64)
+        n_valid = np.where(eligible, 1, 0).astype(np.int64)
+    else:
+        n_test = np.where(eligible, np.maximum(1, np.rint(0.2 * lengths)), 0).astype(np.int64)
+        n_valid = np.where(eligible, np.maximum(1, np.rint(0.1 * lengths)), 0).astype(np.int64)
+    return n_valid, n_test
 
 
 def _cases(dataset: Dataset, begin: np.ndarray, end: np.ndarray) -> Cases:

@@ -37,7 +37,7 @@ class SourceSpec:
 
     Attributes:
         name: the CLI name (``movielens-1m``).
-        family: ``movielens``, ``lastfm``, ``amazon``, ``yelp`` or ``synthetic``.
+        family: ``movielens``, ``lastfm``, ``amazon``, ``yelp``, ``s3rec`` or ``synthetic``.
         description: one line for ``dwrec datasets``.
         domains: what a domain is for this dataset (one line).
         licence: the terms in brief, with where to read them.
@@ -48,6 +48,10 @@ class SourceSpec:
         default_min_user: default ``--min-user-interactions`` (k-core) for this dataset.
         default_min_item: default ``--min-item-interactions``.
         manual_download: what to tell a user when ``remote`` is empty.
+        extra: ``options`` (the reader's option defaults); ``name_for(folder, options)``,
+            where the prepared dataset's default name depends on the files (an Amazon
+            category, an S3-Rec set); ``specific_sets``: ``name_for`` returns the name of a
+            registered dataset that reads the same files, and ``prepare`` becomes that one.
     """
 
     name: str
@@ -65,7 +69,7 @@ class SourceSpec:
 
 
 _REGISTRY: dict[str, SourceSpec] = {}
-_MODULES = ("synthetic", "movielens", "lastfm", "amazon", "yelp")
+_MODULES = ("synthetic", "movielens", "lastfm", "amazon", "yelp", "s3rec")
 
 
 def register(spec: SourceSpec) -> SourceSpec:
@@ -86,12 +90,39 @@ def all_sources() -> list[SourceSpec]:
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
 
 
+ALIASES = {
+    "ml-100k": "movielens-100k",
+    "ml-1m": "movielens-1m",
+    "ml-10m": "movielens-10m",
+    "ml-20m": "movielens-20m",
+    "ml-25m": "movielens-25m",
+    "ml-latest-small": "movielens-latest-small",
+    "lastfm-2k": "lastfm",
+    "hetrec-lastfm": "lastfm",
+}
+"""Common short names (the archives' own names) -> dwrec's dataset names."""
+
+
+def canonical_name(name: str) -> str:
+    """``name`` with a common short name replaced by dwrec's (``ml-1m`` -> ``movielens-1m``)."""
+    return ALIASES.get(name.lower(), name)
+
+
+def suggest(name: str, candidates: list[str]) -> list[str]:
+    """The known names closest to ``name`` (an alias first)."""
+    alias = ALIASES.get(name.lower())
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.4)
+    return ([alias] if alias else []) + [c for c in close if c != alias]
+
+
 def get_source(name: str) -> SourceSpec:
-    """The spec of dataset ``name``; an unknown name suggests the closest known ones."""
+    """The spec of dataset ``name`` (or an alias such as ``ml-1m``); an unknown name suggests
+    the closest known ones."""
     _load_all()
+    name = canonical_name(name)
     if name in _REGISTRY:
         return _REGISTRY[name]
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
+    close = suggest(name, list(_REGISTRY))
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UsageError(
         f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(sorted(_REGISTRY))} "

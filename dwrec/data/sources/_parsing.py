@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 
-from dwrec.data.raw import open_binary
+from dwrec.data.raw import open_binary, require_whole_lines
 from dwrec.errors import DataFormatError, UsageError
 
 BLOCK_BYTES = 64 << 20
@@ -57,6 +57,16 @@ def iter_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[in
                 carry = chunk[cut:]
     except (EOFError, OSError, zlib.error) as exc:  # zlib.error: corrupt gzip data
         raise DataFormatError(path, f"cannot read ({exc}); is the file truncated?") from None
+    if carry.strip():
+        # Every line ends with a newline; a last line without one was cut (see
+        # dwrec.data.raw.cut_last_line), even when what is left of it still parses.
+        line = first_line + (pending.count(b"\n") if pending is not None else 0)
+        raise DataFormatError(
+            path,
+            "the last line has no line ending: the file looks cut short (an interrupted "
+            "download or copy?); get the file again",
+            line,
+        )
     final = ((pending or b"") + carry).rstrip()
     if final:
         yield first_line, final, True
@@ -191,6 +201,7 @@ def read_delimited(
     names = list(columns)
     keep = keep or names
     if data is not None:
+        require_whole_lines(path, data)
         blocks = [(1, data.rstrip(), True)] if data.strip() else []
     else:
         blocks = iter_blocks(path, block_bytes)

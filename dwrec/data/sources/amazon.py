@@ -132,6 +132,16 @@ def read_amazon(folder: Path, opts: dict[str, Any], dataset: str = "amazon") -> 
     )
 
 
+def amazon_name(folder: Path, options: dict[str, Any]) -> str:
+    """``amazon-<category>`` for the category file under ``folder`` (``amazon-fashion`` for
+    ``AMAZON_FASHION_5.json.gz``), so that two categories prepare into two folders."""
+    opts = resolve_options("amazon", options, AMAZON_DEFAULTS)
+    _, category = _find_reviews(Path(folder), opts, "amazon")
+    slug = re.sub(r"[^a-z0-9]+", "-", category.lower()).strip("-")
+    slug = re.sub(r"^amazon-", "", slug)
+    return f"amazon-{slug}" if slug and slug != "amazon" else "amazon"
+
+
 def _strip_gz(name: str) -> str:
     return name[:-3] if name.endswith(".gz") else name
 
@@ -523,6 +533,7 @@ register(
         licence="research use as distributed by the authors (no licence file); see amazon-electronics",
         size="depends on the category file",
         reader=make_amazon_reader("amazon", {}),
+        extra={"name_for": amazon_name},
         default_min_user=5,
         default_min_item=5,
         manual_download=(

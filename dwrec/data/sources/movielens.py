@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from dwrec.data.raw import RawData, find_raw_file, open_binary, read_bytes
+from dwrec.data.raw import RawData, find_raw_file, open_binary, read_bytes, require_whole_lines
 from dwrec.data.sources import RemoteFile, SourceSpec, register
 from dwrec.errors import DataFormatError, UsageError
 
@@ -117,6 +117,8 @@ def _read_table(
     """
     if header is not None:
         _check_header(path, header, delimiter)
+    # A last line without its newline is a cut file, even when its fields still parse.
+    require_whole_lines(path, source if isinstance(source, bytes) else None)
     read_options = pacsv.ReadOptions(
         column_names=list(columns), skip_rows=1 if header is not None else 0
     )
