@@ -418,3 +418,11 @@ def test_real_tie_figures_in_docs(tmp_path, folder, name, ties, users):
     assert (loo["test_ties_validation"], loo["users"]) == (ties, users)
     docs = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
     assert f"{ties:,} of {users:,}" in docs.read_text()
+
+
+def test_other_flags_are_refused_before_reading_the_raw_files(tmp_path):
+    source, out = _ml100k(tmp_path / "raw"), tmp_path / "data"
+    prepare("movielens-100k", source=source, out=out)
+    source.write_text("not\ta\tratings\tfile\n")  # would fail to parse if it were read
+    with pytest.raises(UsageError, match="min-rating None -> 4.0"):
+        prepare("movielens-100k", source=source, out=out, min_rating=4)
