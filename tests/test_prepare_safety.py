@@ -425,4 +425,4 @@ def test_other_flags_are_refused_before_reading_the_raw_files(tmp_path):
     prepare("movielens-100k", source=source, out=out)
     source.write_text("not\ta\tratings\tfile\n")  # would fail to parse if it were read
     with pytest.raises(UsageError, match="min-rating None -> 4.0"):
-        prepare("movielens-100k", source=source, out=out, min_rating=4)
+        prepare("movielens-100k", source=source, out=out, min_rating=4.0)
