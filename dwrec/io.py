@@ -32,7 +32,15 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 
 def current_umask() -> int:
-    """The process umask (read by setting and restoring it; there is no read-only call)."""
+    """The process umask: from ``/proc/self/status`` on Linux (a plain read), elsewhere by
+    setting and restoring it (there is no read-only call)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

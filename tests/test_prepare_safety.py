@@ -418,3 +418,27 @@ def test_real_tie_figures_in_docs(tmp_path, folder, name, ties, users):
     assert (loo["test_ties_validation"], loo["users"]) == (ties, users)
     docs = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
     assert f"{ties:,} of {users:,}" in docs.read_text()
+
+
+def test_other_flags_are_refused_before_reading_the_raw_files(tmp_path):
+    source, out = _ml100k(tmp_path / "raw"), tmp_path / "data"
+    prepare("movielens-100k", source=source, out=out)
+    source.write_text("not\ta\tratings\tfile\n")  # would fail to parse if it were read
+    with pytest.raises(UsageError, match="min-rating None -> 4.0"):
+        prepare("movielens-100k", source=source, out=out, min_rating=4.0)
+
+
+def test_summary_shows_the_densest_and_sparsest_of_many_domains(monkeypatch):
+    import dwrec.commands.prepare as command
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(command, "console", Console(file=buffer, width=100))
+    argv = ["prepare", "synthetic", "--users", "100", "--items", "200", "--domains", "30"]
+    assert main(argv) == 0
+    text = buffer.getvalue()
+    meta = json.loads((datasets_dir() / "synthetic" / "dataset.json").read_text())
+    by_share = sorted(meta["domains"], key=lambda d: -meta["domains"][d]["share"])
+    shown = [d for d in by_share if f" {d} " in text]
+    assert len(by_share) > 20 and shown == by_share[:10] + by_share[-10:]
+    assert f"... {len(by_share) - 20} more" in text
+    assert max(len(line) for line in text.splitlines()) <= 100

@@ -162,6 +162,10 @@ def register(app: typer.Typer) -> None:
     return None
 
 
+SUMMARY_DOMAINS = 20
+"""At most this many domains in the summary table (dataset.json lists all of them)."""
+
+
 def print_summary(meta: dict) -> None:
     counts = meta["counts"]
     overview = Table(title=f"{meta['name']}", show_header=False, box=None)
@@ -179,7 +183,16 @@ def print_summary(meta: dict) -> None:
     table.add_column("interactions", justify="right")
     table.add_column("share", justify="right")
     rows = sorted(meta["domains"].items(), key=lambda kv: -kv[1]["share"])
+    hidden = 0
+    if len(rows) > SUMMARY_DOMAINS:
+        # Many domains (S3-Rec sets have up to 125): the densest and the sparsest tell most.
+        half = SUMMARY_DOMAINS // 2
+        hidden = len(rows) - 2 * half
+        rows = rows[:half] + [("...", None)] + rows[-half:]
     for name, stats in rows:
+        if stats is None:
+            table.add_row(f"... {hidden} more", "", "", "", style="dim")
+            continue
         style = "yellow" if stats["share"] < 0.01 else None
         table.add_row(
             name,

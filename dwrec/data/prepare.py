@@ -128,6 +128,8 @@ def prepare(
     out_path = Path(out) if out is not None else default_dataset_dir(display)
     if not force and _unchanged(out_path, request, within=folder if source is not None else None):
         return _reuse(out_path)
+    if not force:  # other flags: refused before the (possibly long) read
+        _refuse_to_replace(out_path, {"request": request, "fingerprint": None, "sources": None})
 
     raw = spec.reader(folder, options)
     if source is not None and spec.remote:
@@ -191,7 +193,10 @@ def _with_recorded_source(exc: DwrecError, out, name: str) -> DwrecError:
 
 
 def _refuse_to_replace(out_path: Path, meta: dict) -> None:
-    """Raise when ``out_path`` holds a dataset with another fingerprint (runs depend on it)."""
+    """Raise when ``out_path`` holds a dataset with another fingerprint (runs depend on it).
+
+    ``meta`` is the new dataset's (its fingerprint ``None`` before reading: then only a
+    different request, which always changes the fingerprint, is refused)."""
     meta_path = out_path / "dataset.json"
     if not meta_path.exists():
         return
@@ -201,6 +206,8 @@ def _refuse_to_replace(out_path: Path, meta: dict) -> None:
         return  # unreadable: nothing can have been trained on it
     if not isinstance(old, dict) or old.get("fingerprint") in (None, meta["fingerprint"]):
         return
+    if meta["fingerprint"] is None and old.get("request") == meta["request"]:
+        return  # same flags: only the content, known after reading, can tell
     changes = _differences(old, meta)
     raise UsageError(
         f"{out_path} already holds dataset {old.get('name')!r} (fingerprint "
@@ -222,7 +229,7 @@ def _differences(old: dict, new: dict) -> list[str]:
                 flag = key.replace("_", "-")
                 changes.append(f"{flag} {before.get(key)} -> {after.get(key)}")
     old_files = {s.get("sha256") for s in old.get("sources", []) if isinstance(s, dict)}
-    if old_files != {s["sha256"] for s in new["sources"]}:
+    if new["sources"] is not None and old_files != {s["sha256"] for s in new["sources"]}:
         changes.append("other raw files (sha256 differ)")
     return changes or ["other content"]
 
