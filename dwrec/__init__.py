@@ -10,7 +10,7 @@ The four stages are plain functions (the CLI is a thin layer over them)::
 
 from __future__ import annotations
 
-__version__ = "0.1.0.dev0"
+from dwrec._version import __version__
 
 __all__ = ["__version__", "evaluate", "prepare", "report", "train"]
 

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from dwrec import __version__
+from dwrec._version import __version__
 from dwrec.errors import DwrecError
 from dwrec.runtime import tune_malloc
 

@@ -7,10 +7,19 @@ import torch
 from dwrec.errors import UsageError
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU. ``cuda`` without CUDA, an index past the
-    devices there are, or a name torch does not know is a usage error naming the flag."""
-    name = str(name)
+def resolve_device(
+    name: str | torch.device | None, model: torch.nn.Module | None = None
+) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; with a ``model`` that has parameters or
+    buffers, ``auto`` (or ``None``) is the model's device. ``cuda`` without CUDA, an index
+    past the devices there are, or a name torch does not know is a usage error naming the
+    flag."""
+    if (name is None or str(name) == "auto") and model is not None:
+        tensor = next(iter(model.parameters()), None)
+        tensor = tensor if tensor is not None else next(iter(model.buffers()), None)
+        if tensor is not None:
+            return tensor.device
+    name = "auto" if name is None else str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

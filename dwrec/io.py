@@ -200,6 +200,6 @@ def git_commit() -> str | None:
 
 def provenance() -> dict[str, Any]:
     """The dwrec version and git commit, recorded in every result file."""
-    from dwrec import __version__
+    from dwrec._version import __version__
 
     return {"dwrec_version": __version__, "git_commit": git_commit()}

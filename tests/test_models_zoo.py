@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from dwrec.errors import UsageError
 from dwrec.models.base import ModelConfig
+from dwrec.models.bert4rec import Bert4RecConfig
 from dwrec.models.layers import attention_mask, positions_from_start
 from dwrec.models.registry import build_model, default_config
 
@@ -23,6 +24,8 @@ MAX_LEN = 12
 def small_config(**changes) -> ModelConfig:
     values = dict(hidden=16, heads=2, layers=2, ffn=32, dropout=0.1, max_len=MAX_LEN)
     values.update(changes)
+    if "mask_prob" in changes:  # BERT4Rec's own option lives in its config class
+        return Bert4RecConfig(**values)
     return ModelConfig(**values)
 
 

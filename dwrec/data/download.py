@@ -339,7 +339,7 @@ def _fetch(remote: RemoteFile, part: Path, progress: bool) -> None:
         offset = 0
     if remote.size is not None and offset == remote.size:
         return
-    from dwrec import __version__
+    from dwrec._version import __version__
 
     request = urllib.request.Request(remote.url, headers={"User-Agent": f"dwrec/{__version__}"})
     if offset:

@@ -22,7 +22,7 @@ counts the items above the target per chunk, so memory stays bounded for any cat
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,221 +31,29 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from dwrec import devices
-from dwrec.data.dataset import Dataset, load_dataset
-from dwrec.data.split import Cases, Split, make_split
-from dwrec.errors import DataFormatError, DwrecError, UsageError
+from dwrec.data.dataset import Dataset
+from dwrec.data.split import Cases, Split
+from dwrec.devices import resolve_device
+from dwrec.errors import DwrecError, UsageError
 from dwrec.eval import cohorts, metrics
-from dwrec.io import provenance, read_json, write_json, write_parquet
+from dwrec.eval.ranking import (  # noqa: F401 - the kernels, re-exported
+    DEFAULT_BATCH_SIZE,
+    MASKED_KEY,
+    MAX_SCORE_ELEMENTS,
+    Ranking,
+    ScoreChunk,
+    history_tokens,
+    keys_to_scores,
+    ranges,
+    rank_batch,
+    rank_sampled,
+    sort_keys,
+)
+from dwrec.io import provenance, write_json, write_parquet
 from dwrec.models.base import trim_leading_padding
+from dwrec.rundir import RunDir, output_names  # noqa: F401 - output_names re-exported
 
-DEFAULT_BATCH_SIZE = 256
-MAX_SCORE_ELEMENTS = 1 << 24
-"""Largest ``[batch, items]`` score block held at once (64 MiB of float32 scores)."""
-MASKED_KEY = torch.iinfo(torch.int64).min
-_LOW_MASK = (1 << 32) - 1
-
-ScoreChunk = Callable[[int, int], torch.Tensor]
-"""``score_chunk(start, end) -> [B, end - start]`` scores of items ``start..end-1``."""
-
-
-@dataclass
-class Ranking:
-    """Ranking of every case.
-
-    Attributes:
-        ranks: ``[N]`` int64, 1-based rank of each target (see the module docstring).
-        top_items: ``[N, K]`` int64 item ids in ranked order; ``-1`` marks an empty slot
-            (fewer than K rankable items).
-        top_scores: ``[N, K]`` float32 scores of ``top_items`` (NaN for empty slots).
-    """
-
-    ranks: np.ndarray
-    top_items: np.ndarray
-    top_scores: np.ndarray
-
-
-# ---------------------------------------------------------------- ranking kernels (torch)
-
-
-def sort_keys(scores: torch.Tensor, ids: torch.Tensor, masked: torch.Tensor | None) -> torch.Tensor:
-    """Unique int64 keys ordering items by (score descending, id ascending).
-
-    Args:
-        scores: ``[B, C]`` float scores (cast to float32; must not be NaN).
-        ids: item ids of the columns, ``[C]`` or ``[B, C]``, in ``[0, 2**32)``.
-        masked: bool ``[B, C]`` (True = excluded) or None.
-    """
-    # add(0.0) folds -0.0 into +0.0 (equal as floats) and gives a tensor we may overwrite.
-    bits = scores.float().add(0.0).view(torch.int32)
-    # Flip the magnitude bits of negative floats: then integer order == float order.
-    flip = bits >> 31
-    flip &= 0x7FFFFFFF
-    bits ^= flip
-    keys = bits.to(torch.int64)
-    keys <<= 32
-    keys |= _LOW_MASK - ids.to(torch.int64)
-    if masked is not None:
-        keys.masked_fill_(masked, MASKED_KEY)
-    return keys
-
-
-def _check_finite(scores: torch.Tensor) -> None:
-    if torch.isnan(scores).any():
-        raise DwrecError("the model produced NaN scores; the checkpoint is unusable for ranking")
-
-
-def _chunk_mask(
-    batch: int, start: int, end: int, rows: torch.Tensor, cols: torch.Tensor, whole: bool
-) -> torch.Tensor | None:
-    """Bool ``[batch, end - start]``: history pairs ``(rows, cols)`` falling in the chunk."""
-    if rows.numel() == 0:
-        return None
-    mask = torch.zeros(batch, end - start, dtype=torch.bool, device=rows.device)
-    if whole:
-        mask[rows, cols] = True
-    else:
-        inside = (cols >= start) & (cols < end)
-        mask[rows[inside], cols[inside] - start] = True
-    return mask
-
-
-def _merge_top(
-    keys: torch.Tensor, items: torch.Tensor, new_keys: torch.Tensor, new_items: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    keys = torch.cat([keys, new_keys], dim=1)
-    items = torch.cat([items, new_items], dim=1)
-    best = torch.topk(keys, min(k, keys.shape[1]), dim=1).indices
-    return keys.gather(1, best), items.gather(1, best)
-
-
-def rank_batch(
-    score_chunk: ScoreChunk,
-    targets: torch.Tensor,
-    mask_rows: torch.Tensor,
-    mask_cols: torch.Tensor,
-    n_items: int,
-    top_k: int = 0,
-    chunk_size: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rank every item for a batch of cases; memory ``O(B * chunk_size)``.
-
-    Args:
-        score_chunk: scores of an item range (must return identical values when called twice).
-        targets: ``[B]`` int64 target item ids.
-        mask_rows, mask_cols: history pairs (case row in the batch, item id) to exclude;
-            pairs naming the case's own target are ignored.
-        n_items: catalogue size.
-        top_k: length of the top lists (0: ranks only).
-        chunk_size: items scored at once (default: all).
-
-    Returns:
-        ``ranks [B]`` int64, ``top_items [B, top_k]`` int64 (-1 = empty slot), and
-        ``top_keys [B, top_k]`` (:func:`sort_keys` values, ``MASKED_KEY`` = empty).
-    """
-    batch, device = targets.shape[0], targets.device
-    chunk_size = n_items if chunk_size is None else max(1, min(chunk_size, n_items))
-    bounds = [(s, min(s + chunk_size, n_items)) for s in range(0, n_items, chunk_size)]
-    target_keys = torch.empty(batch, dtype=torch.int64, device=device)
-    top_keys = torch.empty(batch, 0, dtype=torch.int64, device=device)
-    top_items = torch.empty(batch, 0, dtype=torch.int64, device=device)
-    counts = torch.zeros(batch, dtype=torch.int64, device=device)
-    single = len(bounds) == 1
-    for start, end in bounds:  # pass 1: target keys, top-K (and counts when unchunked)
-        keys = _chunk_keys(score_chunk, start, end, targets, mask_rows, mask_cols, n_items)
-        local = targets - start
-        here = (local >= 0) & (local < end - start)
-        picked = keys.gather(1, local.clamp(0, end - start - 1)[:, None])[:, 0]
-        target_keys = torch.where(here, picked, target_keys)
-        if single:
-            counts = _count_above(keys, target_keys)
-        if top_k:
-            k = min(top_k, end - start)
-            chunk_best = torch.topk(keys, k, dim=1)
-            new_items = chunk_best.indices + start
-            top_keys, top_items = _merge_top(
-                top_keys, top_items, chunk_best.values, new_items, top_k
-            )
-    if not single:  # pass 2: items above the target, chunk by chunk
-        for start, end in bounds:
-            keys = _chunk_keys(score_chunk, start, end, targets, mask_rows, mask_cols, n_items)
-            counts += _count_above(keys, target_keys)
-    top_items = torch.where(top_keys == MASKED_KEY, -1, top_items)
-    return counts + 1, top_items, top_keys
-
-
-def _count_above(keys: torch.Tensor, target_keys: torch.Tensor) -> torch.Tensor:
-    """``[B]`` int64: per row, the keys above the target's (summed as int32: a chunk has fewer
-    than 2**31 columns, and an int32 sum avoids an int64 copy of the whole comparison)."""
-    return (keys > target_keys[:, None]).sum(dim=1, dtype=torch.int32).long()
-
-
-def _chunk_keys(score_chunk, start, end, targets, mask_rows, mask_cols, n_items) -> torch.Tensor:
-    """Sort keys of items ``start..end-1`` for the batch; the target is never masked."""
-    batch, width = targets.shape[0], end - start
-    scores = score_chunk(start, end)
-    if scores.shape != (batch, width):
-        raise DwrecError(
-            f"model.score returned shape {tuple(scores.shape)}, expected {(batch, width)}"
-        )
-    _check_finite(scores)
-    masked = _chunk_mask(batch, start, end, mask_rows, mask_cols, start == 0 and end == n_items)
-    if masked is not None:
-        local = targets - start
-        here = ((local >= 0) & (local < width))[:, None]
-        column = local.clamp(0, width - 1)[:, None]
-        masked.scatter_(1, column, masked.gather(1, column) & ~here)
-    ids = torch.arange(start, end, device=targets.device)
-    return sort_keys(scores, ids, masked)
-
-
-def keys_to_scores(keys: torch.Tensor) -> torch.Tensor:
-    """Invert :func:`sort_keys` for the score part (float32; NaN where masked)."""
-    monotone = (keys >> 32).to(torch.int32)
-    bits = monotone ^ ((monotone >> 31) & 0x7FFFFFFF)
-    scores = bits.view(torch.float32).clone()
-    return scores.masked_fill(keys == MASKED_KEY, float("nan"))
-
-
-def rank_sampled(
-    scores: torch.Tensor, candidates: torch.Tensor, top_k: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rank a target among sampled candidates (column 0 = the target).
-
-    Same tie rule as :func:`rank_batch`, with ids taken from ``candidates [B, C]``.
-    Returns ranks ``[B]``, top items ``[B, min(top_k, C)]`` and their keys.
-    """
-    _check_finite(scores)
-    keys = sort_keys(scores, candidates, None)
-    ranks = (keys > keys[:, :1]).sum(dim=1) + 1
-    k = min(top_k, keys.shape[1])
-    best = torch.topk(keys, k, dim=1)
-    return ranks, candidates.gather(1, best.indices), best.values
-
-
-# ---------------------------------------------------------------- cases -> model inputs
-
-
-def _ranges(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated ``range(starts[i], ends[i])``: (row i of each element, the element)."""
-    lengths = ends - starts
-    rows = np.repeat(np.arange(len(starts)), lengths)
-    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return rows, np.repeat(starts, lengths) + offsets
-
-
-def history_tokens(
-    dataset: Dataset, starts: np.ndarray, ends: np.ndarray, max_len: int
-) -> np.ndarray:
-    """``[B, max_len]`` int64: the last ``max_len`` history items as ``item_id + 1``,
-    left-padded with 0 (the model input contract)."""
-    clipped = np.maximum(starts, ends - max_len)
-    rows, source = _ranges(clipped, ends)
-    lengths = ends - clipped
-    within = source - clipped[rows]
-    tokens = np.zeros((len(starts), max_len), dtype=np.int64)
-    tokens[rows, max_len - lengths[rows] + within] = dataset.item_ids[source] + 1
-    return tokens
+_ranges = ranges  # the name benchmarks used
 
 
 @dataclass
@@ -285,7 +93,7 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
         if opts.keep_history:
             rows = cols = np.zeros(0, dtype=np.int64)
         else:
-            rows, source = _ranges(starts, ends)
+            rows, source = ranges(starts, ends)
             cols = dataset.item_ids[source]
         rows_t = torch.from_numpy(rows).to(opts.device)
         cols_t = torch.from_numpy(cols).to(opts.device)
@@ -404,17 +212,6 @@ def _sample_candidates(targets, rows, cols, n_items, opts: _Options, generator) 
 # ---------------------------------------------------------------- library entry points
 
 
-def resolve_device(device: str | torch.device | None, model=None) -> torch.device:
-    """``auto``/None: the model's device if it has parameters or buffers, else as
-    :func:`dwrec.devices.resolve_device` (which also checks explicit names)."""
-    if (device is None or str(device) == "auto") and model is not None:
-        tensor = next(iter(model.parameters()), None)
-        tensor = tensor if tensor is not None else next(iter(model.buffers()), None)
-        if tensor is not None:
-            return tensor.device
-    return devices.resolve_device("auto" if device is None else device)
-
-
 def _check_ks(ks: Sequence[int]) -> list[int]:
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
@@ -489,60 +286,22 @@ def evaluate_model(
 
 
 def is_finished(run_dir: str | Path) -> bool:
-    """True when ``dwrec train`` marked the run complete (``train_done.json``, or a
-    ``summary.json`` with ``"finished": true``)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "train_done.json").exists():
-        return True
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        try:
-            return bool(read_json(summary).get("finished"))
-        except (DwrecError, AttributeError):
-            return False
-    return False
+    """True when ``dwrec train`` marked the run complete (``train_done.json``)."""
+    return RunDir(run_dir).is_finished()
 
 
-def output_names(split: str) -> tuple[str, str]:
-    """File names of the per-case table and the metrics for ``split``."""
-    if split == "test":
-        return "per_user.parquet", "metrics.json"
-    return f"per_user.{split}.parquet", f"metrics.{split}.json"
-
-
-def load_run(run_dir: str | Path) -> tuple[dict, Dataset, Split]:
-    """Read a run's config and load its dataset and split, checking both fingerprints."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"RUN {run_dir}: no such run directory")
-    config_path = run_dir / "config.json"
-    config = read_json(config_path)
-    try:
-        data_cfg, split_cfg = config["dataset"], config["split"]
-        data_path = Path(data_cfg["path"])
-        scheme = split_cfg["scheme"]
-    except (KeyError, TypeError) as exc:
-        raise DataFormatError(config_path, f"missing field {exc} (run-dir contract)") from None
-    if not (data_path / "dataset.json").exists():
-        raise DwrecError(
-            f"{config_path}: dataset {data_cfg.get('name')!r} is missing at {data_path}; "
-            f"prepare it again there (`dwrec prepare {data_cfg.get('name')} --out {data_path}`)"
-        )
-    dataset = load_dataset(data_path)
-    if dataset.fingerprint != data_cfg.get("fingerprint"):
-        raise DwrecError(
-            f"{config_path}: dataset at {data_path} has changed since training "
-            f"(fingerprint {dataset.fingerprint}, the run was trained on "
-            f"{data_cfg.get('fingerprint')}); evaluate against the original data"
-        )
-    split = make_split(dataset, scheme)
-    if split.fingerprint != split_cfg.get("fingerprint"):
-        raise DwrecError(
-            f"{config_path}: split {scheme!r} of the dataset now has fingerprint "
-            f"{split.fingerprint}, the run used {split_cfg.get('fingerprint')}; "
-            "was the split code or the dataset changed?"
-        )
+def load_run_data(run_dir: str | Path) -> tuple[dict, Dataset, Split]:
+    """Read a run's config and load its dataset and split, checking both fingerprints
+    (:meth:`dwrec.rundir.RunDir.load_data`)."""
+    folder = RunDir(run_dir)
+    if not folder.path.is_dir():
+        raise UsageError(f"RUN {folder.path}: no such run directory")
+    config = folder.read_config()
+    dataset, split = folder.load_data(config)
     return config, dataset, split
+
+
+load_run = load_run_data  # the former name (dwrec.report.runs.load_run is another function)
 
 
 def evaluate_run(
@@ -584,8 +343,8 @@ def evaluate_run(
             raise UsageError(f"{flag} must lie in [0, 1], got {value}")
     ks = _check_ks(ks)
     run_dir = Path(run_dir)
-    config, dataset, data_split = load_run(run_dir)
-    model = load_model(run_dir, config, dataset.fingerprint)
+    config, dataset, data_split = load_run_data(run_dir)
+    model = load_model(run_dir, config, dataset)
     if model_wrapper is not None:
         model = model_wrapper(model)
     model.to(resolve_device(device))
@@ -628,10 +387,9 @@ def evaluate_run(
     if label is not None:
         result["label"] = result["evaluation_label"] = label
     result.update(extra or {})
-    out_dir = Path(out) if out is not None else run_dir
-    table_name, metrics_name = output_names(split)
-    write_parquet(out_dir / table_name, _per_user_table(dataset, cases, ranking, per_case, masks))
-    write_json(out_dir / metrics_name, result)
+    table_path, metrics_path = RunDir(run_dir).outputs(split, out)
+    write_parquet(table_path, _per_user_table(dataset, cases, ranking, per_case, masks))
+    write_json(metrics_path, result)
     if export_trec is not None:
         from dwrec.eval.trec import write_trec
 

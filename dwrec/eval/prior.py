@@ -147,8 +147,9 @@ def default_out_dir(run_dir: Path, weighted_run: Path) -> Path:
 def final_domain_weights(run_dir: Path) -> dict[str, float]:
     """The weighted run's domain weights at the end of training (``train_done.json``)."""
     from dwrec.io import read_json
+    from dwrec.rundir import RunDir
 
-    done = Path(run_dir) / "train_done.json"
+    done = RunDir(run_dir).done_path
     if not done.exists():
         raise UsageError(f"--prior-from {run_dir}: training has not finished (no {done.name})")
     weights = read_json(done).get("domain_weights")
@@ -178,7 +179,7 @@ def evaluate_prior_shift(
     that ``dwrec report`` compares it like any group. Returns the metrics document, whose
     ``"prior"`` entry records the weights' source, the grid and the chosen ``tau``.
     """
-    from dwrec.eval.evaluator import evaluate_model, evaluate_run, load_run, resolve_device
+    from dwrec.eval.evaluator import evaluate_model, evaluate_run, load_run_data, resolve_device
     from dwrec.models.registry import load_model
 
     run_dir, weighted_run = Path(run_dir), Path(weighted_run)
@@ -187,8 +188,8 @@ def evaluate_prior_shift(
         raise UsageError(
             f"--prior-criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}"
         )
-    config, dataset, split = load_run(run_dir)
-    weighted_config, weighted_dataset, weighted_split = load_run(weighted_run)
+    config, dataset, split = load_run_data(run_dir)
+    weighted_config, weighted_dataset, weighted_split = load_run_data(weighted_run)
     if (weighted_dataset.fingerprint, weighted_split.fingerprint) != (
         dataset.fingerprint,
         split.fingerprint,
@@ -201,10 +202,10 @@ def evaluate_prior_shift(
     log_weights = item_log_weights(dataset, domain_weights, rule)
     device = resolve_device(evaluate_options.get("device", "auto"))
     batch_size = evaluate_options.get("batch_size", 256)
-    base = load_model(run_dir, config, dataset.fingerprint).to(device)
+    base = load_model(run_dir, config, dataset).to(device)
     target = None
     if criterion == "match":
-        weighted = load_model(weighted_run, weighted_config, dataset.fingerprint).to(device)
+        weighted = load_model(weighted_run, weighted_config, dataset).to(device)
         target = evaluate_model(weighted, dataset, split, "valid", batch_size=batch_size)[
             SELECTION_METRIC
         ]
@@ -220,7 +221,7 @@ def evaluate_prior_shift(
         for tau in taus
     }
     choice = choose_tau(grid, criterion, target)
-    from dwrec.report.runs import default_label
+    from dwrec.rundir import run_label as default_label
 
     name = label or prior_label(default_label(config))
     record = {

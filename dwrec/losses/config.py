@@ -1,115 +1,187 @@
-"""Loss configuration: which objective, which domain weighting, and every constant as a field.
+"""Loss configuration: which objective, which domain weighting, and their options.
 
 ``--loss`` names either an objective (``ce``, ``sampled-softmax``, ``bce``, ``gbce``, ``dsl``,
 ``mml``: trained without domain weights) or a domain weighting (``generic``, ``fixed``,
 ``dynamic``, ``adc``: composed with ``--objective``, default ``ce``).
+
+Each objective and weighting owns its options as a typed config (``config_class``, a
+dataclass of :class:`~dwrec.losses.base.LossOptions`). :class:`LossConfig` is the run's
+flat view of them: the two names plus every registered class's options by their flat name
+(``config.ema_beta``), which is what flags, TOML files and ``config.json`` use.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import dataclasses
+from typing import Any
 
 from dwrec.errors import UsageError
+from dwrec.losses.base import OBJECTIVE_CLASSES, WEIGHTING_CLASSES, LossOptions
 
 OBJECTIVES = ("ce", "sampled-softmax", "bce", "gbce", "dsl", "mml")
+"""The built-in objectives (plugins add to :data:`~dwrec.losses.base.OBJECTIVE_CLASSES`)."""
 WEIGHTINGS = ("generic", "fixed", "dynamic", "adc")
+"""The built-in domain weightings."""
+
+CONFIG_V1_OPTIONS = (
+    "softmax_chunk", "negatives", "gbce_t", "weight_domains", "fixed_weight", "ema_beta",
+    "weight_alpha", "weight_scale", "w_min", "w_max", "sparsity_signal", "multi_domain",
+    "weight_reduction", "dsl_lh", "dsl_ls", "dsl_m", "dsl_t0", "dsl_k", "dsl_tmin", "dsl_tmax",
+    "mml_margins", "mml_weights", "adc_gamma", "adc_lr",
+)  # fmt: skip
+"""The options every ``config.json`` "loss" section holds (the layout of the first format,
+kept so that runs stay comparable with older runs); a plugin class's own options are
+written besides when it is selected."""
 
 
-@dataclass
+def _load_builtins() -> None:
+    import dwrec.losses.registry  # noqa: F401 - registers the built-in classes
+
+
+def loss_classes() -> list[type]:
+    """Every registered objective and weighting class (built-ins first, then plugins)."""
+    _load_builtins()
+    return [*OBJECTIVE_CLASSES.values(), *WEIGHTING_CLASSES.values()]
+
+
+def option_fields() -> dict[str, tuple[dataclasses.Field, type]]:
+    """``{flat name: (dataclass field, owning config class)}`` over every registered class
+    (a name two classes share appears once, with the first owner)."""
+    fields: dict[str, tuple[dataclasses.Field, type]] = {}
+    for cls in loss_classes():
+        for f in dataclasses.fields(cls.config_class):
+            fields.setdefault(f.name, (f, cls.config_class))
+    return fields
+
+
+def option_defaults() -> dict[str, Any]:
+    values = {}
+    for name, (f, _) in option_fields().items():
+        values[name] = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return values
+
+
+def is_weighting(name: str) -> bool:
+    """Whether ``--loss name`` is a registered domain weighting (composed with an objective)."""
+    _load_builtins()
+    return name in WEIGHTING_CLASSES
+
+
 class LossConfig:
-    loss: str = "ce"
-    objective: str = "ce"
-    # full softmax (ce): items per logits chunk; None = automatic (chunk only when the
-    # [positions x items] logits would pass 2**28 elements), 0 = never chunk
-    softmax_chunk: int | None = None
-    # sampled objectives
-    negatives: int = 256
-    gbce_t: float = 0.75
-    # fixed weights (PinnerFormerLite)
-    weight_domains: list[str] = field(default_factory=list)
-    fixed_weight: float = 2.0
-    # dynamic weights (METHODS.md section 1; dwrec's defaults)
-    ema_beta: float = 0.9
-    weight_alpha: float = 1.0
-    weight_scale: str = "power"  # power | log
-    w_min: float = 0.25
-    w_max: float = 10.0
-    sparsity_signal: str = "interactions"  # interactions | users | entropy
-    multi_domain: str = "max"  # max | mean
-    weight_reduction: str = "normalized"  # normalized | mean
-    # DSL (METHODS.md section 4)
-    dsl_lh: float = 1.0
-    dsl_ls: float = 1.0
-    dsl_m: int = 20
-    dsl_t0: float = 1.0
-    dsl_k: float = 0.5
-    dsl_tmin: float = 0.05
-    dsl_tmax: float = 5.0
-    # MML (METHODS.md section 5)
-    mml_margins: list[float] = field(default_factory=lambda: [0.9, 0.6, 0.3])
-    mml_weights: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
-    # ADC (METHODS.md section 6)
-    adc_gamma: float = 1.5
-    adc_lr: float = 0.025
+    """``loss``, ``objective`` and every option of the registered classes (flat).
+
+    ``LossConfig(loss="dynamic", w_max=5.0)``; options read as attributes
+    (``config.w_max``); :meth:`objective_config` / :meth:`weighting_config` give the typed
+    configs of the classes the run uses.
+    """
+
+    def __init__(self, loss: str = "ce", objective: str = "ce", **options: Any):
+        defaults = option_defaults()
+        unknown = sorted(set(options) - set(defaults))
+        if unknown:
+            raise UsageError(f"unknown loss option(s): {', '.join(unknown)}")
+        self.__dict__.update(loss=loss, objective=objective, options={**defaults, **options})
+
+    def __getattr__(self, name: str) -> Any:
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("loss", "objective"):
+            self.__dict__[name] = value
+        elif name in self.__dict__["options"]:
+            self.__dict__["options"][name] = value
+        else:
+            raise AttributeError(f"unknown loss option {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LossConfig) and self.to_dict(every=True) == other.to_dict(
+            every=True
+        )
+
+    def __repr__(self) -> str:
+        return f"LossConfig(loss={self.loss!r}, objective={self.objective!r}, ...)"
 
     @property
     def objective_name(self) -> str:
         """The objective actually trained."""
-        return self.loss if self.loss in OBJECTIVES else self.objective
+        return self.objective if is_weighting(self.loss) else self.loss
 
     @property
     def weighting_name(self) -> str:
         """The domain weighting actually used (``generic`` = none)."""
-        return self.loss if self.loss in WEIGHTINGS else "generic"
+        return self.loss if is_weighting(self.loss) else "generic"
 
     @property
     def label(self) -> str:
         """Short label: ``dynamic``, ``dynamic/sampled-softmax``, ``bce``..."""
-        if self.loss in WEIGHTINGS and self.objective != "ce":
-            return f"{self.loss}/{self.objective}"
-        return self.loss
+        return loss_label(self.loss, self.objective)
+
+    def objective_class(self) -> type:
+        return OBJECTIVE_CLASSES[self.objective_name]
+
+    def weighting_class(self) -> type:
+        return WEIGHTING_CLASSES[self.weighting_name]
+
+    def typed(self, config_class: type[LossOptions]) -> LossOptions:
+        """The options of ``config_class``, as that dataclass."""
+        names = [f.name for f in dataclasses.fields(config_class)]
+        return config_class(**{name: self.options[name] for name in names})
+
+    def objective_config(self) -> LossOptions:
+        return self.typed(self.objective_class().config_class)
+
+    def weighting_config(self) -> LossOptions:
+        return self.typed(self.weighting_class().config_class)
 
     def validate(self) -> LossConfig:
-        if self.loss not in OBJECTIVES + WEIGHTINGS:
+        """Check the names and every class's option ranges; then what the selected classes
+        require (e.g. ``fixed`` needs ``--weight-domains``)."""
+        _load_builtins()
+        if self.loss not in OBJECTIVE_CLASSES and self.loss not in WEIGHTING_CLASSES:
             raise UsageError(
-                f"--loss {self.loss!r} is not known; objectives: {', '.join(OBJECTIVES)}; "
-                f"domain weightings: {', '.join(WEIGHTINGS)}"
+                f"--loss {self.loss!r} is not known; objectives: "
+                f"{', '.join(OBJECTIVE_CLASSES)}; domain weightings: "
+                f"{', '.join(WEIGHTING_CLASSES)}"
             )
-        if self.objective not in OBJECTIVES:
-            raise UsageError(f"--objective must be one of {', '.join(OBJECTIVES)}")
-        if self.loss == "fixed" and not self.weight_domains:
-            raise UsageError(
-                "--loss fixed needs --weight-domains (e.g. --weight-domains Film-Noir)"
-            )
-        if not 0.0 <= self.ema_beta < 1.0:
-            raise UsageError(f"--ema-beta must be in [0, 1), got {self.ema_beta}")
-        if not 0 < self.w_min <= 1.0 <= self.w_max:
-            raise UsageError("weight bounds need 0 < --w-min <= 1 <= --w-max")
-        for name, value, choices in (
-            ("--weight-scale", self.weight_scale, ("power", "log")),
-            ("--sparsity-signal", self.sparsity_signal, ("interactions", "users", "entropy")),
-            ("--multi-domain", self.multi_domain, ("max", "mean")),
-            ("--weight-reduction", self.weight_reduction, ("normalized", "mean")),
-        ):
-            if value not in choices:
-                raise UsageError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        if self.negatives < 1:
-            raise UsageError("--negatives must be >= 1")
-        if self.softmax_chunk is not None and self.softmax_chunk < 0:
-            raise UsageError(
-                f"--softmax-chunk must be >= 0 (0: never chunk), got {self.softmax_chunk}"
-            )
-        if len(self.mml_margins) != len(self.mml_weights):
-            raise UsageError("--mml-margins and --mml-weights need the same length")
+        if self.objective not in OBJECTIVE_CLASSES:
+            raise UsageError(f"--objective must be one of {', '.join(OBJECTIVE_CLASSES)}")
+        seen: set[type] = set()
+        for cls in loss_classes():
+            if cls.config_class not in seen:
+                seen.add(cls.config_class)
+                self.typed(cls.config_class).validate()
+        for typed in (self.weighting_config(), self.objective_config()):
+            require = getattr(typed, "require", None)
+            if require is not None:
+                require()
         return self
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self, every: bool = False) -> dict:
+        """The ``config.json`` "loss" section: the names, the options of the first format
+        (:data:`CONFIG_V1_OPTIONS`) and those of the selected classes (``every``: all)."""
+        keep = set(CONFIG_V1_OPTIONS)
+        if every:
+            keep = set(self.options)
+        elif self.loss in OBJECTIVE_CLASSES or self.loss in WEIGHTING_CLASSES:
+            for cls in (self.objective_class(), self.weighting_class()):
+                keep.update(f.name for f in dataclasses.fields(cls.config_class))
+        values = {k: v for k, v in self.options.items() if k in keep}
+        return {"loss": self.loss, "objective": self.objective, **_copied(values)}
 
     @classmethod
     def from_dict(cls, values: dict) -> LossConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"unknown loss option(s): {', '.join(unknown)}")
         return cls(**values).validate()
+
+
+def _copied(values: dict) -> dict:
+    return {k: list(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def loss_label(loss: str, objective: str) -> str:
+    """``dynamic``, ``dynamic/sampled-softmax`` (a weighting over another objective), ``bce``."""
+    if is_weighting(loss) and objective != "ce":
+        return f"{loss}/{objective}"
+    return loss

@@ -26,86 +26,59 @@ chunk's logits, so peak memory is ``O(positions x chunk)`` instead of
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from dwrec.errors import UsageError
-from dwrec.losses.base import ObjectiveInput, Scorer
-from dwrec.losses.config import LossConfig
+from dwrec.losses.base import LossOptions, Objective, ObjectiveInput, register_objective
+from dwrec.losses.chunked import (  # noqa: F401 - re-exported: the chunked ce lives there
+    AUTO_CHUNK_LOGITS,
+    AUTO_FULL_LOGITS,
+    ChunkedLinearCrossEntropy,
+    chunked_cross_entropy,
+    softmax_chunk_size,
+)
+from dwrec.losses.sampling import (  # noqa: F401 - re-exported
+    negative_logits,
+    positive_logits,
+    uniform_items,
+    uniform_items_excluding_positive,
+    upcast,
+)
 
 
-def _upcast(values: torch.Tensor) -> torch.Tensor:
-    """Half-precision logits -> float32 (log-sum-exp in bf16 loses the small terms)."""
-    if values.dtype in (torch.float16, torch.bfloat16):
-        return values.float()
-    return values
-
-
-def _sampling_device(batch: ObjectiveInput) -> torch.device:
-    return batch.generator.device if batch.generator is not None else batch.positives.device
-
-
-def uniform_items(batch: ObjectiveInput, count: int, n_items: int) -> torch.Tensor:
-    """``[count]`` item ids drawn uniformly with replacement from ``[0, n_items)``."""
-    items = torch.randint(
-        0, n_items, (count,), generator=batch.generator, device=_sampling_device(batch)
+@dataclass
+class CrossEntropyConfig(LossOptions):
+    softmax_chunk: int | None = field(
+        default=None,
+        metadata={
+            "help": "ce: items per logits chunk, bounding memory; 0 never chunks",
+            "default_text": "auto: chunk above 2^28 logits",
+        },
     )
-    return items.to(batch.positives.device, non_blocking=True)
+
+    def validate(self) -> None:
+        if self.softmax_chunk is not None and self.softmax_chunk < 0:
+            raise UsageError(
+                f"--softmax-chunk must be >= 0 (0: never chunk), got {self.softmax_chunk}"
+            )
 
 
-def uniform_items_excluding_positive(
-    batch: ObjectiveInput, per_position: int, n_items: int
-) -> torch.Tensor:
-    """``[N, per_position]`` items drawn uniformly among the items other than each row's
-    positive: draw from ``n_items - 1`` ids and shift those at or above the positive by one."""
-    if n_items < 2:
-        raise ValueError("negative sampling needs at least 2 items")
-    shape = (batch.positives.shape[0], per_position)
-    draws = torch.randint(
-        0, n_items - 1, shape, generator=batch.generator, device=_sampling_device(batch)
-    ).to(batch.positives.device, non_blocking=True)
-    return draws + (draws >= batch.positives[:, None]).long()
+@dataclass
+class SampledConfig(LossOptions):
+    """Options every objective with sampled negatives shares."""
+
+    negatives: int = field(default=256, metadata={"help": "Sampled negatives"})
+
+    def validate(self) -> None:
+        if self.negatives < 1:
+            raise UsageError("--negatives must be >= 1")
 
 
-def _positive_logits(batch: ObjectiveInput) -> torch.Tensor:
-    """``[N]`` score of each position's own positive."""
-    return _upcast(batch.scorer.score(batch.hidden, batch.positives[:, None]))[:, 0]
-
-
-def _negative_logits(
-    batch: ObjectiveInput, negatives: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores ``[N, k]`` of ``negatives`` (``[k]`` or ``[N, k]``) and the ``[N, k]`` mask of
-    the entries that are valid negatives (not the row's own positive)."""
-    logits = _upcast(batch.scorer.score(batch.hidden, negatives))
-    valid = negatives != batch.positives[:, None]
-    return logits, valid.expand_as(logits)
-
-
-# Automatic chunking (``softmax_chunk=None``): the full ``[N, n_items]`` logits are kept while
-# they hold at most this many elements (1 GiB in float32; the full path holds about three
-# such buffers: logits, log-softmax and its gradient) ...
-AUTO_FULL_LOGITS = 2**28
-# ... and above it the chunk holds about this many logits (256 MiB in float32).
-AUTO_CHUNK_LOGITS = 2**26
-
-
-def softmax_chunk_size(setting: int | None, n_positions: int, n_items: int) -> int:
-    """Items per chunk for ``n_positions`` rows (``0``: no chunking, full logits).
-
-    ``setting``: ``None`` automatic (chunk only when the full logits would exceed
-    :data:`AUTO_FULL_LOGITS` elements), ``0`` never chunk, ``k > 0`` chunks of ``k`` items.
-    """
-    if setting is not None:
-        return setting
-    if n_positions * n_items <= AUTO_FULL_LOGITS:
-        return 0
-    return max(1, min(n_items, AUTO_CHUNK_LOGITS // max(n_positions, 1)))
-
-
-class CrossEntropy:
+@register_objective
+class CrossEntropy(Objective):
     """Full softmax cross entropy over every item (SASRec+, Klenitskiy & Vasilev 2023):
     ``l = -log softmax(s(u, .))[p]``.
 
@@ -114,160 +87,40 @@ class CrossEntropy:
     """
 
     name = "ce"
+    config_class = CrossEntropyConfig
 
     def __init__(self, n_items: int, softmax_chunk: int | None = None):
         self.n_items = n_items
         self.softmax_chunk = softmax_chunk
 
     @classmethod
-    def from_config(cls, config: LossConfig, n_items: int) -> CrossEntropy:
+    def from_config(cls, config: CrossEntropyConfig, n_items: int) -> CrossEntropy:
         return cls(n_items, softmax_chunk=config.softmax_chunk)
 
     def __call__(self, batch: ObjectiveInput) -> torch.Tensor:
         chunk = softmax_chunk_size(self.softmax_chunk, batch.positives.shape[0], self.n_items)
         if chunk > 0:
             return chunked_cross_entropy(batch.hidden, batch.positives, batch.scorer, chunk)
-        logits = _upcast(batch.scorer.score_all(batch.hidden))
+        logits = upcast(batch.scorer.score_all(batch.hidden))
         return F.cross_entropy(logits, batch.positives, reduction="none")
 
 
-def chunked_cross_entropy(
-    hidden: torch.Tensor, positives: torch.Tensor, scorer: Scorer, chunk: int
-) -> torch.Tensor:
-    """``[N]`` full-softmax cross entropy with at most ``[N, chunk]`` logits alive at once.
-
-    Two exact paths, chosen by what the scorer offers:
-
-    * the scorer has ``linear_factors(hidden)`` returning ``(query [N, d], vectors
-      [n_items, d], bias [n_items] | None)`` with ``score_all(hidden) = query @ vectors.T +
-      bias`` (any per-row or per-item transform, e.g. normalisation or a temperature, is
-      applied by the model before): :class:`ChunkedLinearCrossEntropy`, whose backward
-      computes the gradients chunk by chunk by hand;
-    * otherwise each chunk's log-sum-exp is computed from ``scorer.score(hidden, ids)`` on
-      the chunk's item ids under activation checkpointing (the chunk's logits are not kept;
-      the backward recomputes them), so any model's scoring works.
-    """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    factors = getattr(scorer, "linear_factors", None)
-    linear = factors(hidden) if callable(factors) else None
-    if linear is not None:
-        query, vectors, bias = linear
-        return ChunkedLinearCrossEntropy.apply(query, vectors, bias, positives, chunk)
-    n_items = scorer.n_items
-
-    def chunk_logsumexp(states: torch.Tensor, start: int) -> torch.Tensor:
-        items = torch.arange(start, min(start + chunk, n_items), device=states.device)
-        return torch.logsumexp(_upcast(scorer.score(states, items)), dim=1)
-
-    parts = [
-        checkpoint(chunk_logsumexp, hidden, start, use_reentrant=False)
-        for start in range(0, n_items, chunk)
-    ]
-    log_normaliser = torch.logsumexp(torch.stack(parts, dim=1), dim=1)
-    positive = _upcast(scorer.score(hidden, positives[:, None]))[:, 0]
-    return log_normaliser - positive
-
-
-def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
-    return torch.float32 if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
-
-
-class ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """``l_n = logsumexp_i(q_n . v_i + b_i) - (q_n . v_p + b_p)`` over item chunks.
-
-    Forward: per chunk ``[N, C]`` logits -> their log-sum-exp ``[N]``; the chunks' values
-    are combined at the end. Saved: the inputs and the ``[N]`` log-normaliser, never the
-    logits. Backward, per chunk: ``G = g (softmax - onehot)`` restricted to the chunk,
-    ``dq += G @ V_c``, ``dV_c = G.T @ q``, ``db_c = G.sum(0)``; the one-hot (positive)
-    part is applied once with ``index_add_``. Half-precision inputs are computed in float32
-    (as the full path upcasts its logits) and the gradients cast back.
-    """
-
-    @staticmethod
-    def forward(ctx, query, vectors, bias, positives, chunk):  # noqa: D102
-        dtype = _compute_dtype(query)
-        with torch.autocast(query.device.type, enabled=False):
-            q, v = query.to(dtype), vectors.to(dtype)
-            b = bias.to(dtype) if bias is not None else None
-            parts = []
-            for start in range(0, v.shape[0], chunk):
-                logits = q @ v[start : start + chunk].T
-                if b is not None:
-                    logits = logits + b[start : start + chunk]
-                parts.append(torch.logsumexp(logits, dim=1))
-                del logits
-            log_normaliser = torch.logsumexp(torch.stack(parts, dim=1), dim=1)
-            positive = (q * v[positives]).sum(dim=1)
-            if b is not None:
-                positive = positive + b[positives]
-        ctx.save_for_backward(query, vectors, bias, positives, log_normaliser)
-        ctx.chunk = chunk
-        return log_normaliser - positive
-
-    @staticmethod
-    def backward(ctx, grad_loss):  # noqa: D102
-        query, vectors, bias, positives, log_normaliser = ctx.saved_tensors
-        need_q, need_v, need_b = ctx.needs_input_grad[:3]
-        chunk = ctx.chunk
-        dtype = log_normaliser.dtype
-        with torch.autocast(query.device.type, enabled=False):
-            q, v = query.to(dtype), vectors.to(dtype)
-            b = bias.to(dtype) if bias is not None else None
-            g = grad_loss.to(dtype)
-            grad_q = torch.zeros_like(q) if need_q else None
-            grad_v = torch.empty_like(v) if need_v else None
-            grad_b = torch.empty_like(b) if need_b and b is not None else None
-            for start in range(0, v.shape[0], chunk):
-                block = v[start : start + chunk]
-                logits = q @ block.T
-                if b is not None:
-                    logits = logits + b[start : start + chunk]
-                # softmax * g, in place on the chunk's logits buffer
-                weights = logits.sub_(log_normaliser[:, None]).exp_().mul_(g[:, None])
-                if grad_q is not None:
-                    grad_q.addmm_(weights, block)
-                if grad_v is not None:
-                    torch.mm(weights.T, q, out=grad_v[start : start + chunk])
-                if grad_b is not None:
-                    torch.sum(weights, dim=0, out=grad_b[start : start + chunk])
-                del logits, weights
-            if grad_q is not None:
-                grad_q.sub_(g[:, None] * v[positives])
-            if grad_v is not None:
-                grad_v.index_add_(0, positives, -g[:, None] * q)
-            if grad_b is not None:
-                grad_b.index_add_(0, positives, -g)
-        return (
-            grad_q.to(query.dtype) if grad_q is not None else None,
-            grad_v.to(vectors.dtype) if grad_v is not None else None,
-            grad_b.to(bias.dtype) if grad_b is not None else None,
-            None,
-            None,
-        )
-
-
-class BinaryCrossEntropy:
+@register_objective
+class BinaryCrossEntropy(Objective):
     """Original SASRec loss with one sampled negative per position:
     ``l = -log sigmoid(s_p) - log(1 - sigmoid(s_n))``, ``n`` uniform among items != p."""
 
     name = "bce"
-
-    def __init__(self, n_items: int):
-        self.n_items = n_items
-
-    @classmethod
-    def from_config(cls, config: LossConfig, n_items: int) -> BinaryCrossEntropy:
-        return cls(n_items)
+    per_position_negatives = True
 
     def __call__(self, batch: ObjectiveInput) -> torch.Tensor:
         negatives = uniform_items_excluding_positive(batch, 1, self.n_items)
         return self.loss_with_negatives(batch, negatives)
 
     def loss_with_negatives(self, batch: ObjectiveInput, negatives: torch.Tensor) -> torch.Tensor:
-        negative_logits, valid = _negative_logits(batch, negatives)
-        negative_terms = (F.softplus(negative_logits) * valid).sum(dim=1)
-        return F.softplus(-_positive_logits(batch)) + negative_terms
+        scores, valid = negative_logits(batch, negatives)
+        negative_terms = (F.softplus(scores) * valid).sum(dim=1)
+        return F.softplus(-positive_logits(batch)) + negative_terms
 
 
 def gbce_beta(negatives: int, n_items: int, t: float) -> float:
@@ -277,7 +130,18 @@ def gbce_beta(negatives: int, n_items: int, t: float) -> float:
     return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
 
 
-class GeneralisedBCE:
+@dataclass
+class GeneralisedBCEConfig(SampledConfig):
+    gbce_t: float = field(default=0.75, metadata={"help": "gBCE calibration t"})
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.gbce_t <= 1.0:
+            raise UsageError(f"--gbce-t must be in [0, 1], got {self.gbce_t}")
+
+
+@register_objective
+class GeneralisedBCE(Objective):
     """gBCE (gSASRec): BCE with ``k`` negatives whose positive logit is replaced by
     ``log(1 / (sigmoid(s_p) ** -beta - 1))``.
 
@@ -286,6 +150,7 @@ class GeneralisedBCE:
     """
 
     name = "gbce"
+    config_class = GeneralisedBCEConfig
 
     def __init__(self, n_items: int, negatives: int = 256, t: float = 0.75):
         self.n_items = n_items
@@ -294,9 +159,7 @@ class GeneralisedBCE:
         self.beta = gbce_beta(negatives, n_items, t)
 
     @classmethod
-    def from_config(cls, config: LossConfig, n_items: int) -> GeneralisedBCE:
-        if not 0.0 <= config.gbce_t <= 1.0:
-            raise UsageError(f"--gbce-t must be in [0, 1], got {config.gbce_t}")
+    def from_config(cls, config: GeneralisedBCEConfig, n_items: int) -> GeneralisedBCE:
         return cls(n_items, negatives=config.negatives, t=config.gbce_t)
 
     def __call__(self, batch: ObjectiveInput) -> torch.Tensor:
@@ -304,12 +167,13 @@ class GeneralisedBCE:
         return self.loss_with_negatives(batch, negatives)
 
     def loss_with_negatives(self, batch: ObjectiveInput, negatives: torch.Tensor) -> torch.Tensor:
-        negative_logits, valid = _negative_logits(batch, negatives)
-        negative_terms = (F.softplus(negative_logits) * valid).sum(dim=1)
-        return self.beta * F.softplus(-_positive_logits(batch)) + negative_terms
+        scores, valid = negative_logits(batch, negatives)
+        negative_terms = (F.softplus(scores) * valid).sum(dim=1)
+        return self.beta * F.softplus(-positive_logits(batch)) + negative_terms
 
 
-class SampledSoftmax:
+@register_objective
+class SampledSoftmax(Objective):
     """PinnerFormer's sampled softmax with log-Q correction (KDD 2022).
 
     Candidates of row ``i``: its positive ``p_i``; the distinct positives of the batch (each
@@ -324,6 +188,7 @@ class SampledSoftmax:
     """
 
     name = "sampled-softmax"
+    config_class = SampledConfig
 
     def __init__(self, n_items: int, negatives: int = 256, in_batch: bool = True):
         self.n_items = n_items
@@ -331,7 +196,7 @@ class SampledSoftmax:
         self.in_batch = in_batch
 
     @classmethod
-    def from_config(cls, config: LossConfig, n_items: int) -> SampledSoftmax:
+    def from_config(cls, config: SampledConfig, n_items: int) -> SampledSoftmax:
         return cls(n_items, negatives=config.negatives)
 
     def __call__(self, batch: ObjectiveInput) -> torch.Tensor:
@@ -340,8 +205,8 @@ class SampledSoftmax:
 
     def loss_with_negatives(self, batch: ObjectiveInput, negatives: torch.Tensor) -> torch.Tensor:
         log_q = batch.item_log_q
-        positive = _positive_logits(batch)
-        uniform, valid = _negative_logits(batch, negatives)
+        positive = positive_logits(batch)
+        uniform, valid = negative_logits(batch, negatives)
         if log_q is not None:
             positive = positive - log_q[batch.positives].to(positive.dtype)
             uniform = uniform + math.log(self.n_items)
@@ -363,13 +228,35 @@ class SampledSoftmax:
             device=items.device,
         )
         own[sequence_row, item_column] = True
-        logits = _upcast(batch.scorer.score(batch.hidden, items))
+        logits = upcast(batch.scorer.score(batch.hidden, items))
         if batch.item_log_q is not None:
             logits = logits - batch.item_log_q[items].to(logits.dtype)
         return logits.masked_fill(own[sequence_row], -math.inf)
 
 
-class DualScaleSoftmax:
+@dataclass
+class DualScaleConfig(SampledConfig):
+    dsl_lh: float = field(default=1.0, metadata={"help": "DSL hardness scale"})
+    dsl_ls: float = field(default=1.0, metadata={"help": "DSL similarity scale"})
+    dsl_m: int = field(default=20, metadata={"help": "DSL slate size"})
+    dsl_t0: float = field(default=1.0, metadata={"help": "DSL base temperature"})
+    dsl_k: float = field(default=0.5, metadata={"help": "DSL temperature slope"})
+    dsl_tmin: float = field(default=0.05, metadata={"help": "DSL min temperature"})
+    dsl_tmax: float = field(default=5.0, metadata={"help": "DSL max temperature"})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.dsl_m < 1:
+            raise UsageError(f"--dsl-m must be >= 1, got {self.dsl_m}")
+        if not 0.0 < self.dsl_tmin <= self.dsl_t0 <= self.dsl_tmax:
+            raise UsageError(
+                "DSL temperatures need 0 < --dsl-tmin <= --dsl-t0 <= --dsl-tmax, got "
+                f"{self.dsl_tmin}, {self.dsl_t0}, {self.dsl_tmax}"
+            )
+
+
+@register_objective
+class DualScaleSoftmax(Objective):
     """DSL, dual-scale softmax loss (after arXiv 2602.07206); the formula is dwrec's
     definition (METHODS.md section 4), not the paper's exact one:
 
@@ -381,6 +268,7 @@ class DualScaleSoftmax:
     """
 
     name = "dsl"
+    config_class = DualScaleConfig
 
     def __init__(
         self,
@@ -400,14 +288,7 @@ class DualScaleSoftmax:
         self.t0, self.k, self.tmin, self.tmax = t0, k, tmin, tmax
 
     @classmethod
-    def from_config(cls, config: LossConfig, n_items: int) -> DualScaleSoftmax:
-        if config.dsl_m < 1:
-            raise UsageError(f"--dsl-m must be >= 1, got {config.dsl_m}")
-        if not 0.0 < config.dsl_tmin <= config.dsl_t0 <= config.dsl_tmax:
-            raise UsageError(
-                "DSL temperatures need 0 < --dsl-tmin <= --dsl-t0 <= --dsl-tmax, got "
-                f"{config.dsl_tmin}, {config.dsl_t0}, {config.dsl_tmax}"
-            )
+    def from_config(cls, config: DualScaleConfig, n_items: int) -> DualScaleSoftmax:
         return cls(
             n_items,
             negatives=config.negatives,
@@ -425,8 +306,8 @@ class DualScaleSoftmax:
         return self.loss_with_negatives(batch, negatives)
 
     def loss_with_negatives(self, batch: ObjectiveInput, negatives: torch.Tensor) -> torch.Tensor:
-        positive = _positive_logits(batch)
-        negative, valid = _negative_logits(batch, negatives)
+        positive = positive_logits(batch)
+        negative, valid = negative_logits(batch, negatives)
         temperature = self.temperature(positive, negative, valid)
         log_weights = self.log_negative_weights(batch, negatives, negative, valid)
         scaled_positive = positive / temperature
@@ -445,8 +326,8 @@ class DualScaleSoftmax:
         """``[N, k]`` ``log a_j``: hardness and item-item similarity branch (``-inf`` where masked)."""
         preference = self.lh * negative_logits
         if self.ls != 0.0:
-            positive_embedding = F.normalize(_upcast(batch.scorer.embed(batch.positives)), dim=-1)
-            negative_embedding = F.normalize(_upcast(batch.scorer.embed(negatives)), dim=-1)
+            positive_embedding = F.normalize(upcast(batch.scorer.embed(batch.positives)), dim=-1)
+            negative_embedding = F.normalize(upcast(batch.scorer.embed(negatives)), dim=-1)
             if negatives.dim() == 1:
                 similarity = positive_embedding @ negative_embedding.T
             else:
@@ -468,7 +349,25 @@ class DualScaleSoftmax:
         return temperature * (self.t0 / temperature.mean())
 
 
-class MultiMarginCosine:
+@dataclass
+class MultiMarginConfig(SampledConfig):
+    mml_margins: list[float] = field(
+        default_factory=lambda: [0.9, 0.6, 0.3],
+        metadata={"help": "MML margins", "default_text": "0.9,0.6,0.3"},
+    )
+    mml_weights: list[float] = field(
+        default_factory=lambda: [1.0, 0.5, 0.25],
+        metadata={"help": "MML weights", "default_text": "1,0.5,0.25"},
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if len(self.mml_margins) != len(self.mml_weights):
+            raise UsageError("--mml-margins and --mml-weights need the same length")
+
+
+@register_objective
+class MultiMarginCosine(Objective):
     """MML, multi-margin cosine loss (2024; extends SimpleX's cosine contrastive loss):
 
     ``l = relu(1 - cos(u, p)) + sum_k (w_k / |N|) sum_j relu(cos(u, n_j) - m_k)``
@@ -478,6 +377,7 @@ class MultiMarginCosine:
     """
 
     name = "mml"
+    config_class = MultiMarginConfig
 
     def __init__(
         self,
@@ -494,7 +394,7 @@ class MultiMarginCosine:
         self.weights = tuple(weights)
 
     @classmethod
-    def from_config(cls, config: LossConfig, n_items: int) -> MultiMarginCosine:
+    def from_config(cls, config: MultiMarginConfig, n_items: int) -> MultiMarginCosine:
         return cls(
             n_items,
             negatives=config.negatives,
@@ -507,9 +407,9 @@ class MultiMarginCosine:
         return self.loss_with_negatives(batch, negatives)
 
     def loss_with_negatives(self, batch: ObjectiveInput, negatives: torch.Tensor) -> torch.Tensor:
-        state = F.normalize(_upcast(batch.hidden), dim=-1)
-        positive = F.normalize(_upcast(batch.scorer.embed(batch.positives)), dim=-1)
-        negative = F.normalize(_upcast(batch.scorer.embed(negatives)), dim=-1)
+        state = F.normalize(upcast(batch.hidden), dim=-1)
+        positive = F.normalize(upcast(batch.scorer.embed(batch.positives)), dim=-1)
+        negative = F.normalize(upcast(batch.scorer.embed(negatives)), dim=-1)
         if negatives.dim() == 1:
             negative_cosine = state @ negative.T
         else:

@@ -1,7 +1,9 @@
 """Loss registry: ``--loss`` / ``--objective`` names -> classes; the trainer builds through here.
 
-Each class has ``name`` and ``from_config``; adding a loss means adding its class to one of
-the tuples below, never a branch on its name.
+Each class declares ``name``, ``config_class`` and its capabilities, and registers itself
+with :func:`~dwrec.losses.base.register_objective` or
+:func:`~dwrec.losses.base.register_weighting`; importing the modules below registers the
+built-in ones (plugins register from their own files, :mod:`dwrec.plugins`).
 """
 
 from __future__ import annotations
@@ -9,48 +11,25 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dwrec.losses.base import Objective, Weighting
-from dwrec.losses.config import LossConfig
-from dwrec.losses.objectives import (
-    BinaryCrossEntropy,
-    CrossEntropy,
-    DualScaleSoftmax,
-    GeneralisedBCE,
-    MultiMarginCosine,
-    SampledSoftmax,
-)
-from dwrec.losses.weighting import (
-    ADCWeighting,
-    DomainStatistics,
-    DynamicWeighting,
-    FixedWeighting,
+import dwrec.losses.adc  # noqa: F401 - registers adc
+import dwrec.losses.objectives  # noqa: F401 - registers the built-in objectives
+from dwrec.losses.base import OBJECTIVE_CLASSES, WEIGHTING_CLASSES, Objective, Weighting
+from dwrec.losses.domains import DomainStatistics
+from dwrec.losses.weighting import (  # noqa: F401 - registers generic, fixed, dynamic
     GenericWeighting,
 )
 
-OBJECTIVE_CLASSES = {
-    cls.name: cls
-    for cls in (
-        CrossEntropy,
-        SampledSoftmax,
-        BinaryCrossEntropy,
-        GeneralisedBCE,
-        DualScaleSoftmax,
-        MultiMarginCosine,
-    )
-}
-WEIGHTING_CLASSES = {
-    cls.name: cls for cls in (GenericWeighting, FixedWeighting, DynamicWeighting, ADCWeighting)
-}
+__all__ = ["OBJECTIVE_CLASSES", "WEIGHTING_CLASSES", "build_objective", "build_weighting"]
 
 
-def build_objective(config: LossConfig, n_items: int) -> Objective:
+def build_objective(config, n_items: int) -> Objective:
     """The objective ``config`` trains (``config.objective_name``) for ``n_items`` items."""
     config.validate()
-    return OBJECTIVE_CLASSES[config.objective_name].from_config(config, n_items)
+    return config.objective_class().from_config(config.objective_config(), n_items)
 
 
 def build_weighting(
-    config: LossConfig,
+    config,
     *,
     domain_names: list[str],
     item_domain_indptr: np.ndarray,
@@ -73,7 +52,7 @@ def build_weighting(
         train_users=train_users,
         n_items=n_items,
     )
-    return WEIGHTING_CLASSES[config.weighting_name].from_config(config, statistics)
+    return config.weighting_class().from_config(config.weighting_config(), statistics)
 
 
 def item_log_frequencies(train_items: np.ndarray, n_items: int) -> torch.Tensor:

@@ -7,8 +7,8 @@ interface (targets, candidate items, scores' columns) uses dataset ids, 0-based.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -16,13 +16,22 @@ from torch import nn
 
 @dataclass
 class ModelConfig:
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    ffn: int | None = None  # default 4 * hidden
-    dropout: float = 0.2
-    max_len: int = 200
-    mask_prob: float = 0.2  # bert4rec cloze masking
+    """The options every model shares. A model with options of its own declares a dataclass
+    subclass as its ``config_class``, each field ``field(default=..., metadata={"help":
+    ...})``; the field name is the flat option name (``--mask-prob`` -> ``mask_prob``)."""
+
+    hidden: int = field(default=64, metadata={"help": "Embedding size"})
+    layers: int = field(default=2, metadata={"help": "Blocks"})
+    heads: int = field(default=2, metadata={"help": "Attention heads"})
+    ffn: int | None = field(
+        default=None, metadata={"help": "Feed-forward width", "default_text": "4 x hidden"}
+    )
+    dropout: float = field(default=0.2, metadata={"help": "Dropout"})
+    max_len: int = field(default=200, metadata={"help": "Sequence length"})
+
+    def validate(self) -> None:
+        """Raise :class:`~dwrec.errors.UsageError` for a value out of range (called before
+        any run dir is written)."""
 
 
 @dataclass
@@ -48,11 +57,32 @@ class SequentialModel(nn.Module):
 
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    supports_multiprocess: ClassVar[bool] = True
+    """``False`` for a model whose :meth:`auxiliary_loss` needs the whole batch: the trainer
+    then refuses ``--nproc > 1``."""
 
     def __init__(self, n_items: int, config: ModelConfig):
         super().__init__()
         self.n_items = n_items
         self.config = config
+
+    def bind_dataset(self, dataset: Any) -> None:
+        """Called once with the :class:`~dwrec.data.dataset.Dataset` right after the model is
+        built (before the optimiser exists) and before a saved state is loaded; a model may
+        create parameters or buffers from the dataset's items here. Default: nothing."""
+
+    def auxiliary_loss(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        hidden: torch.Tensor,
+        generator: torch.Generator,
+    ) -> torch.Tensor | None:
+        """An extra scalar added to the batch's loss (``inputs``/``targets``: the training
+        batch, ``hidden``: ``forward(inputs)``), or ``None``. The default draws no random
+        numbers. A model with an auxiliary loss sets ``supports_multiprocess = False``."""
+        return None
 
     def training_batch(self, windows: torch.Tensor, generator: torch.Generator) -> TrainingBatch:
         """Turn padded windows of tokens ``[B, L + 1]`` (left-padded with 0) into inputs and

@@ -10,6 +10,8 @@ Tokens: item ``i`` is token ``i + 1``, 0 is padding, ``n_items + 1`` is the mask
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,16 @@ from dwrec.models.layers import (
 from dwrec.models.registry import register
 
 
+@dataclass
+class Bert4RecConfig(ModelConfig):
+    mask_prob: float = field(default=0.2, metadata={"help": "bert4rec masking"})
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 < self.mask_prob < 1.0:
+            raise UsageError(f"--mask-prob {self.mask_prob} must lie in (0, 1)")
+
+
 @register
 class BERT4Rec(SequentialModel):
     """Bidirectional cloze model; ``user_state`` reads the hidden state of a mask token
@@ -39,10 +51,11 @@ class BERT4Rec(SequentialModel):
     # is dwrec's choice (an instance attribute, so tests and experiments can change it).
     last_item_prob: float = 0.1
 
-    def __init__(self, n_items: int, config: ModelConfig):
+    config_class = Bert4RecConfig
+
+    def __init__(self, n_items: int, config: Bert4RecConfig):
         super().__init__(n_items, config)
-        if not 0.0 < config.mask_prob < 1.0:
-            raise UsageError(f"--mask-prob {config.mask_prob} must lie in (0, 1)")
+        config.validate()
         self.mask_token = n_items + 1
         self.item_embedding = new_item_embedding(n_items, config.hidden, extra_tokens=1)
         self.encoder = TransformerEncoder(config, causal=False, norm_first=False)

@@ -13,6 +13,7 @@ builds both from PinSage features; dwrec has only ids).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -34,17 +35,26 @@ MIN_TEMPERATURE = 0.01
 INITIAL_TEMPERATURE = 0.07  # dwrec's choice (the CLIP initialisation)
 
 
+@dataclass
+class PinnerFormerConfig(ModelConfig):
+    """PinnerFormerLite's published setup: d=256, 8 heads, 4 layers, FFN 1024, dropout 0.1,
+    sequences of at most 100 items (the common options with other defaults)."""
+
+    hidden: int = field(default=256, metadata={"help": "Embedding size"})
+    layers: int = field(default=4, metadata={"help": "Blocks"})
+    heads: int = field(default=8, metadata={"help": "Attention heads"})
+    ffn: int | None = field(default=1024, metadata={"help": "Feed-forward width"})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout"})
+    max_len: int = field(default=100, metadata={"help": "Sequence length"})
+
+
 @register
 class PinnerFormer(SequentialModel):
     """Causal transformer with cosine / learned-temperature scoring."""
 
     name = "pinnerformer"
 
-    @staticmethod
-    def default_config() -> ModelConfig:
-        """PinnerFormerLite's published setup: d=256, 8 heads, 4 layers, FFN 1024,
-        dropout 0.1, sequences of at most 100 items."""
-        return ModelConfig(hidden=256, heads=8, layers=4, ffn=1024, dropout=0.1, max_len=100)
+    config_class = PinnerFormerConfig
 
     def __init__(self, n_items: int, config: ModelConfig):
         super().__init__(n_items, config)

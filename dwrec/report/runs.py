@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from dwrec.errors import DataFormatError, UsageError
 from dwrec.io import read_json, read_parquet
 from dwrec.report.domains import memberships, select_domains  # noqa: F401 (re-export)
+from dwrec.rundir import run_label
 
 PER_USER_FILE = "per_user.parquet"
 METRICS_FILE = "metrics.json"
@@ -101,13 +102,7 @@ class EvaluatedRun:
 
 def default_label(config: dict) -> str:
     """``config["label"]``, else ``f"{model}+{loss label}"`` as ``dwrec train`` names runs."""
-    if config.get("label"):
-        return str(config["label"])
-    model = config.get("model", {}).get("name", "model")
-    loss = config.get("loss", {})
-    loss_name, objective = loss.get("loss", "ce"), loss.get("objective", "ce")
-    weighted = loss_name in ("generic", "fixed", "dynamic", "adc") and objective != "ce"
-    return f"{model}+{loss_name}/{objective}" if weighted else f"{model}+{loss_name}"
+    return run_label(config)
 
 
 def load_run(path: Path) -> EvaluatedRun:

@@ -19,9 +19,23 @@ import numpy as np
 import torch
 
 from dwrec.io import atomic_path, load_checkpoint
+from dwrec.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT
 
-LAST = "last.pt"
-BEST = "model.pt"
+LAST = LAST_CHECKPOINT
+BEST = BEST_CHECKPOINT
+PROGRESS = (
+    "epoch",
+    "step_in_epoch",
+    "global_step",
+    "epoch_loss_sum",
+    "epoch_positions",
+    "epoch_sequences",
+    "best_metric",
+    "best_epoch",
+    "best_valid",
+    "patience_counter",
+)
+"""The trainer's counters ``last.pt`` holds (by attribute name), besides the states."""
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> None:

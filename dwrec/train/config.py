@@ -34,17 +34,26 @@ from dwrec.models.base import ModelConfig
 class TrainConfig:
     """Optimisation and run settings (``dwrec train --help`` documents each flag)."""
 
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-    patience: int = 5
-    device: str = "auto"
-    compile: bool = False
-    amp: bool = True
-    split: str = "loo"
-    eval_batch_size: int = 512
+    epochs: int = field(default=100, metadata={"help": "Maximum epochs"})
+    batch_size: int = field(default=128, metadata={"help": "Sequences per batch"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "AdamW weight decay on matrices", "default_text": "0"}
+    )
+    seed: int = field(default=0, metadata={"help": "Random seed"})
+    patience: int = field(
+        default=5,
+        metadata={"help": "Stop after this many epochs without a better valid NDCG@10"},
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    compile: bool = field(
+        default=False, metadata={"help": "torch.compile the model", "default_text": "no"}
+    )
+    amp: bool = field(
+        default=True, metadata={"help": "bf16 autocast on CUDA", "default_text": "amp"}
+    )
+    split: str = field(default="loo", metadata={"help": "loo or ratio"})
+    eval_batch_size: int = field(default=512, metadata={"help": "Validation batch size"})
 
     def validate(self) -> TrainConfig:
         for flag, value, low in (
@@ -68,7 +77,81 @@ class TrainConfig:
 
 
 TOP_LEVEL = ("dataset", "model", "label", "out")
-SECTIONS: dict[str, type] = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
+SECTION_NAMES = ("model", "loss", "train")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option: its flat name, section, type, default and help, and the config class
+    that owns it (the CLI, TOML files and ``--set`` are generated from these)."""
+
+    name: str
+    section: str
+    hint: Any
+    default: Any
+    help: str
+    default_text: str | None
+    owners: tuple[str, ...] = ()
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _config_classes(section: str) -> list[tuple[str, type]]:
+    """``(owner name, config class)`` of every registered class of a section."""
+    if section == "train":
+        return [("train", TrainConfig)]
+    if section == "model":
+        from dwrec.models.registry import model_class, model_names
+
+        return [(name, model_class(name).config_class) for name in model_names()]
+    from dwrec.losses.config import loss_classes
+
+    return [(cls.name, cls.config_class) for cls in loss_classes()]
+
+
+def option_specs() -> dict[str, OptionSpec]:
+    """Every option of every section, in declaration order (models: the common options
+    first; a name several classes share is one option, listed once)."""
+    specs: dict[str, OptionSpec] = {
+        "loss": OptionSpec("loss", "loss", str, "ce", "Objective or domain weighting", None),
+        "objective": OptionSpec(
+            "objective", "loss", str, "ce", "Objective under a domain weighting", None
+        ),
+    }
+    for section in SECTION_NAMES:
+        for owner, cls in _config_classes(section):
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                if f.name in specs:
+                    known = specs[f.name]
+                    if known.section != section:
+                        raise ValueError(f"option {f.name!r} is declared in two sections")
+                    if owner not in known.owners:
+                        specs[f.name] = dataclasses.replace(known, owners=(*known.owners, owner))
+                    continue
+                specs[f.name] = OptionSpec(
+                    name=f.name,
+                    section=section,
+                    hint=hints[f.name],
+                    default=_field_default(f),
+                    help=f.metadata.get("help", ""),
+                    default_text=f.metadata.get("default_text"),
+                    owners=(owner,),
+                )
+    return specs
+
+
+def option_section() -> dict[str, str]:
+    """``{flat option name: "model" | "loss" | "train" | "top"}``."""
+    owner = {name: spec.section for name, spec in option_specs().items()}
+    owner.update({key: "top" for key in TOP_LEVEL})
+    return owner
 
 
 @dataclass
@@ -82,29 +165,23 @@ class RunConfig:
     dataset: str | None = None
     label: str | None = None
     out: str | None = None
+    plugins: list[dict] = field(default_factory=list)
 
     @property
     def run_label(self) -> str:
-        """``--label``, default ``{model}+{loss label}`` (e.g. ``sasrec+dynamic``)."""
-        return self.label or f"{self.model_name}+{self.loss.label}"
+        """``--label``, default ``{model}+{loss label}`` (e.g. ``sasrec+dynamic``); a model
+        without gradient training (pop) is labelled by its name (the loss plays no part)."""
+        if self.label:
+            return self.label
+        from dwrec.models.registry import model_class
 
-
-def _section_of() -> dict[str, str]:
-    owner: dict[str, str] = {}
-    for section, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            owner[f.name] = section
-    for key in TOP_LEVEL:
-        owner[key] = "top"
-    return owner
-
-
-OPTION_SECTION = _section_of()
-_HINTS = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
+        if not model_class(self.model_name).trainable:
+            return self.model_name
+        return f"{self.model_name}+{self.loss.label}"
 
 
 def option_names() -> list[str]:
-    return sorted(OPTION_SECTION)
+    return sorted(option_section())
 
 
 def _unknown(key: str, where: str, known: list[str]) -> UsageError:
@@ -170,10 +247,11 @@ def flatten_file(path: Path) -> dict[str, Any]:
         raise UsageError(f"--config {path}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise DataFormatError(path, f"not valid TOML ({exc})") from None
+    sections = option_section()
     flat: dict[str, Any] = {}
     for key, value in document.items():
-        if key in SECTIONS and isinstance(value, dict):
-            known = [f.name for f in dataclasses.fields(SECTIONS[key])]
+        if key in SECTION_NAMES and isinstance(value, dict):
+            known = [name for name, section in sections.items() if section == key]
             for inner, inner_value in value.items():
                 if key == "model" and inner == "name":
                     flat["model"] = inner_value
@@ -181,44 +259,72 @@ def flatten_file(path: Path) -> dict[str, Any]:
                 if inner not in known:
                     raise _unknown(inner, f"{path} [{key}]", known)
                 flat[inner] = inner_value
-        elif key in OPTION_SECTION:
+        elif key in sections:
             flat[key] = value
         else:
             raise _unknown(key, str(path), option_names())
     return flat
 
 
+def parse_set(assignments: list[str] | None) -> dict[str, Any]:
+    """``--set key=value`` (repeatable) -> flat options; each value is read as a TOML value
+    (``3``, ``0.5``, ``true``, ``[0.9, 0.6]``, ``"x"``), falling back to the bare string."""
+    import tomllib
+
+    values: dict[str, Any] = {}
+    sections = option_section()
+    for assignment in assignments or []:
+        key, sep, text = assignment.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UsageError(f"--set {assignment!r}: expected KEY=VALUE")
+        if key not in sections:
+            raise _unknown(key, f"--set {assignment}", option_names())
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        values[key] = value
+    return values
+
+
 def resolve(options: dict[str, Any], config_file: str | Path | None = None) -> RunConfig:
     """Defaults, overridden by ``config_file`` (TOML), overridden by ``options`` (flat names;
     ``None`` values mean "not given")."""
+    sections_of = option_section()
     given = {k: v for k, v in options.items() if v is not None}
     for key in given:
-        if key not in OPTION_SECTION:
+        if key not in sections_of:
             raise _unknown(key, "train()", option_names())
     from_file = flatten_file(Path(config_file)) if config_file is not None else {}
     model_name = given.get("model", from_file.get("model", "sasrec"))
     if not isinstance(model_name, str):
         raise UsageError(f"{config_file}: option 'model' needs a model name, got {model_name!r}")
-    from dwrec.models.registry import default_config
+    from dwrec.models.registry import default_config, model_class, model_config
 
+    model_fields = typing.get_type_hints(model_class(model_name).config_class)
     sections: dict[str, dict[str, Any]] = {
         "model": asdict(default_config(model_name)),
-        "loss": LossConfig().to_dict(),
+        "loss": {},
         "train": asdict(TrainConfig()),
     }
+    specs = option_specs()
     top: dict[str, Any] = {}
     for source, where_from in ((from_file, str(config_file)), (given, None)):
         for key, value in source.items():  # a bad value is an error even when overridden
-            section = OPTION_SECTION[key]
+            section = sections_of[key]
             if section == "top":
                 top[key] = value
                 continue
             label = where_from or f"--{key.replace('_', '-')}"
-            hint = _HINTS[section][key]
-            sections[section][key] = _checked_value(key, value, hint, label)
+            if section == "model" and key not in model_fields:
+                owners = ", ".join(specs[key].owners)
+                raise UsageError(f"{label}: {key!r} is an option of --model {owners}, "
+                                 f"not of --model {model_name}")  # fmt: skip
+            sections[section][key] = _checked_value(key, value, specs[key].hint, label)
     config = RunConfig(
         model_name=model_name,
-        model=ModelConfig(**sections["model"]),
+        model=model_config(model_name, sections["model"]),
         loss=LossConfig.from_dict(sections["loss"]),
         train=TrainConfig(**sections["train"]).validate(),
         dataset=None if top.get("dataset") is None else str(top["dataset"]),
@@ -230,10 +336,12 @@ def resolve(options: dict[str, Any], config_file: str | Path | None = None) -> R
 
 def config_sections(config: RunConfig) -> dict[str, Any]:
     """The ``model``, ``loss`` and ``train`` parts of ``config.json``."""
+    from dwrec.models.registry import model_config_dict
+
     train = asdict(config.train)
     train.pop("split")
     return {
-        "model": {"name": config.model_name, **asdict(config.model)},
+        "model": model_config_dict(config.model_name, config.model),
         "loss": config.loss.to_dict(),
         "train": train,
     }
@@ -241,6 +349,8 @@ def config_sections(config: RunConfig) -> dict[str, Any]:
 
 def from_saved(saved: dict) -> RunConfig:
     """Rebuild a :class:`RunConfig` from a run's ``config.json``."""
+    from dwrec.models.registry import model_config
+
     model = dict(saved["model"])
     name = model.pop("name")
     train = dict(saved["train"])
@@ -248,9 +358,10 @@ def from_saved(saved: dict) -> RunConfig:
     known_train = {f.name for f in dataclasses.fields(TrainConfig)}
     return RunConfig(
         model_name=name,
-        model=ModelConfig(**model),
+        model=model_config(name, model),
         loss=LossConfig.from_dict(saved["loss"]),
         train=TrainConfig(**{k: v for k, v in train.items() if k in known_train}).validate(),
         dataset=saved["dataset"]["path"],
         label=saved.get("label"),
+        plugins=list(saved.get("plugins", [])),
     )

@@ -44,15 +44,11 @@ import torch.distributed as dist
 from dwrec import runtime
 from dwrec.devices import resolve_device
 from dwrec.errors import DwrecError, UsageError
+from dwrec.train.stops import TrainingInterrupted
 
 T = TypeVar("T")
 
 ENV_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-PER_POSITION_SAMPLING = frozenset({"bce"})
-"""Objectives that draw negatives per position (``[N, k]``), not ``k`` shared by the batch.
-Shared draws must come from one stream on every rank (each rank then uses exactly the
-negatives a one-process run draws); per-position draws get a stream per rank so that
-ranks do not reuse each other's negatives."""
 
 
 @dataclass(frozen=True)
@@ -247,32 +243,11 @@ def rank_seed(seed: int, rank: int) -> int:
     return (seed * 1_000_003 + rank * 7_919) % (2**63 - 1)
 
 
-def _reduction_mode(weighting: Any) -> str:
-    """How ``weighting.reduce`` divides ``sum_i w_i l_i``: by ``sum_i w_i`` (``normalized``)
-    or by the number of positions (``mean``; the generic weighting, where ``w = 1``)."""
-    name = getattr(weighting, "name", None)
-    if name == "generic":
-        return "mean"
-    if name == "fixed":
-        return weighting.reduction
-    if name == "dynamic":
-        return weighting.config.weight_reduction
-    raise UsageError(unsupported_weighting_message(str(name)))
-
-
-def unsupported_weighting_message(name: str) -> str:
-    return (
-        f"--loss {name} cannot train with several processes: its GradNorm step balances the "
-        "gradients of the whole batch, which no rank holds; train it with one process"
-    )
-
-
 def loss_denominator(weighting: Any, positives: torch.Tensor) -> torch.Tensor:
     """The ``D`` of ``weighting.reduce(losses) = sum_i w_i l_i / D`` for these positives
-    (float64 scalar; the weights are the weighting's current, detached ones)."""
-    if _reduction_mode(weighting) == "normalized":
-        return weighting.position_weights(positives).double().sum()
-    return torch.tensor(float(positives.shape[0]), dtype=torch.float64, device=positives.device)
+    (float64 scalar; the weights are the weighting's current, detached ones): the
+    weighting's own :meth:`~dwrec.losses.base.Weighting.loss_denominator`."""
+    return weighting.loss_denominator(positives)
 
 
 def rank_loss_scale(
@@ -355,8 +330,9 @@ def restore_rank_random_state(state: dict[str, Any], sampling: torch.Generator) 
 # ---------------------------------------------------------------- dwrec train --nproc N
 
 
-def check_nproc(nproc: int, device_name: str, weighting_name: str) -> None:
-    """Refuse a launch that cannot work, before any worker starts."""
+def check_nproc(nproc: int, device_name: str, refusal: str | None = None) -> None:
+    """Refuse a launch that cannot work, before any worker starts (``refusal``: why the
+    run's model or loss cannot train with several processes, if it cannot)."""
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise UsageError(f"--nproc must be an integer >= 1, got {nproc!r}")
     if nproc == 1:
@@ -366,8 +342,8 @@ def check_nproc(nproc: int, device_name: str, weighting_name: str) -> None:
             f"--nproc {nproc}: this process is already one rank of WORLD_SIZE="
             f"{os.environ['WORLD_SIZE']} (torchrun); use either torchrun or --nproc, not both"
         )
-    if weighting_name == "adc":
-        raise UsageError(unsupported_weighting_message("adc"))
+    if refusal is not None:
+        raise UsageError(refusal)
     if device_name.startswith("cuda") and not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
         raise UsageError(
@@ -395,8 +371,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def spawn(nproc: int, arguments: dict[str, Any]) -> Any:
-    """Run ``train(**arguments)`` in ``nproc`` worker processes (ranks 0..N-1 on this
+def spawn(nproc: int, arguments: dict[str, Any], entry: Callable[..., Any]) -> Any:
+    """Run ``entry(**arguments)`` (:func:`dwrec.train.trainer.train`, a module-level function
+    the workers import by name) in ``nproc`` worker processes (ranks 0..N-1 on this
     machine; see :func:`_start_context`) and return rank 0's :class:`~dwrec.train.trainer.TrainResult`.
 
     A worker's :class:`DwrecError` comes back as the same kind of error with the same
@@ -414,7 +391,7 @@ def spawn(nproc: int, arguments: dict[str, Any]) -> Any:
     workers = [
         context.Process(
             target=_worker,
-            args=(rank, nproc, port, arguments, reports, here),
+            args=(rank, nproc, port, arguments, reports, here, entry),
             name=f"dwrec-train-rank{rank}",
         )
         for rank in range(nproc)
@@ -502,8 +479,6 @@ def _outcome(outcomes: dict[int, tuple[str, Any]], nproc: int) -> Any:
     )
     rank, (kind, payload) = failures[0]
     if kind == "interrupted":
-        from dwrec.train.trainer import TrainingInterrupted
-
         run_dir, epoch, step = payload
         raise TrainingInterrupted(Path(run_dir), epoch, step)
     if kind == "usage":
@@ -532,7 +507,13 @@ def _failure_line(rank: int, kind: str, payload: Any) -> str:
 
 
 def _worker(
-    rank: int, world_size: int, port: int, arguments: dict, reports, here: tuple[str, dict, bool]
+    rank: int,
+    world_size: int,
+    port: int,
+    arguments: dict,
+    reports,
+    here: tuple[str, dict, bool],
+    entry: Callable[..., Any],
 ) -> None:
     """One rank of ``--nproc``: the parent's cwd, environment and malloc tuning plus
     torchrun's variables, then the ordinary ``train``."""
@@ -552,10 +533,8 @@ def _worker(
         runtime.tune_malloc()
     if "OMP_NUM_THREADS" not in os.environ:  # N ranks share the cores (torchrun's habit)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    from dwrec.train.trainer import TrainingInterrupted, train
-
     try:
-        result = train(**arguments)
+        result = entry(**arguments)
         reports.put((rank, "ok", result if rank == 0 else None))
     except TrainingInterrupted as stopped:
         reports.put((rank, "interrupted", (str(stopped.run_dir), stopped.epoch, stopped.step)))
