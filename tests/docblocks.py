@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -48,6 +49,8 @@ SKIP: list[tuple[str, str]] = [
     (r"-m pytest\b", "runs (part of) the test suite, which CI runs itself"),
     (r"\bbenchmarks/", "benchmark scripts run for minutes to hours; tests/test_reproduce_paper.py"
                        " and the benchmark's own tests cover them"),  # fmt: skip
+    (r"--source \S+\.zip\b", "the publisher's archive (checksum-pinned) is not in ../shared/data; "
+                            "tests/test_download.py checks archives"),  # fmt: skip
     (r"^torchrun\b|--nproc\b|\bnproc=", "multi-process training (and `...` placeholders); "
                                        "tests/test_distributed.py runs it"),  # fmt: skip
 ]
@@ -68,6 +71,17 @@ RAW = {
     "movielens-100k": "ml-100k",
     "lastfm": "hetrec2011-lastfm-2k",
 }
+
+# Files a page assumes in the reader's home (`--source ~/...`), built from ../shared/data:
+# path under ~ -> the shared folder copied there.
+HOME_FILES = {"data/ml-1m": "ml-1m"}
+
+
+def stage_home(home: Path, shared_data: Path, page_text: str) -> None:
+    """Place the :data:`HOME_FILES` that ``page_text`` mentions (as ``~/PATH``) in ``home``."""
+    for rel, folder in HOME_FILES.items():
+        if f"~/{rel}" in page_text:
+            shutil.copytree(shared_data / folder, home / rel)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import docblocks
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, shared_file
 from test_user_commands import _dwrec, place_raw
 
 REPO = docblocks.REPO
@@ -59,6 +59,9 @@ def test_every_block_of_the_page_runs(page, tmp_path, _isolated_home):
         folder.mkdir()
     if SHARED_DATA.parent.is_dir():
         (tmp_path / "shared").symlink_to(SHARED_DATA.parent)  # ../shared seen from the clone
+    page_text = page.read_text(encoding="utf-8")
+    if any(f"~/{rel}" in page_text for rel in docblocks.HOME_FILES):
+        docblocks.stage_home(user_home, shared_file(), page_text)
     helper = '"$DOCS_HELPER" dwrec'
     _shim(tmp_path / "bin" / "dwrec", helper)
     _shim(clone / ".venv" / "bin" / "dwrec", helper)
