@@ -32,9 +32,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,15 +48,25 @@ LANGS = {"bash": "shell", "sh": "shell", "shell": "shell", "console": "shell",
 # Lines (after joining ``\`` continuations) that are not run, each with its reason. Keep it
 # short: every rule must match some line of the docs (test_docs checks it).
 SKIP: list[tuple[str, str]] = [
-    (r"\bpip install\b", "installs dwrec and torch from the network; the suite runs inside "
-                         "that install"),  # fmt: skip
+    (
+        r"\bpip install\b",
+        "installs dwrec and torch from the network; the suite runs inside that install",
+    ),
     (r"-m pytest\b", "runs (part of) the test suite, which CI runs itself"),
-    (r"\bbenchmarks/", "benchmark scripts run for minutes to hours; tests/test_reproduce_paper.py"
-                       " and the benchmark's own tests cover them"),  # fmt: skip
-    (r"--source \S+\.zip\b", "the publisher's archive (checksum-pinned) is not in ../shared/data; "
-                            "tests/test_download.py checks archives"),  # fmt: skip
-    (r"^torchrun\b|--nproc\b|\bnproc=", "multi-process training (and `...` placeholders); "
-                                       "tests/test_distributed.py runs it"),  # fmt: skip
+    (
+        r"\bbenchmarks/",
+        "benchmark scripts run for minutes to hours; tests/test_reproduce_paper.py"
+        " and the benchmark's own tests cover them",
+    ),
+    (
+        r"--source \S+\.zip\b",
+        "the publisher's archive (checksum-pinned) is not in ../shared/data; "
+        "tests/test_download.py checks archives",
+    ),
+    (
+        r"^torchrun\b|--nproc\b|\bnproc=",
+        "multi-process training (and `...` placeholders); tests/test_distributed.py runs it",
+    ),
 ]
 
 # How `dwrec ...` lines are rewritten so that a page runs in seconds (appended flags win:
@@ -96,7 +110,7 @@ class Block:
 
     @property
     def kind(self) -> str | None:
-        """"shell", "python", "toml", or None for prose/output blocks."""
+        """The block's kind: "shell", "python", "toml", or None for prose/output blocks."""
         return LANGS.get(self.lang)
 
     @property
@@ -176,7 +190,7 @@ def prepared_names(page_blocks: list[Block]) -> set[str]:
     return set(re.findall(r"""(?:dwrec prepare |dwrec\.prepare\(["'])([\w.-]+)""", text))
 
 
-PRELUDE = f'''\
+PRELUDE = f"""\
 import functools as _functools
 
 import dwrec as _dwrec
@@ -195,7 +209,7 @@ def _tiny_train(*args, **kwargs):  # tests/docblocks.py: tiny sizes, as for `dwr
 _dwrec.train = _tiny_train
 del _functools
 # ---- the block ----
-'''
+"""
 
 
 def _step(where: str, text: str) -> str:

@@ -8,6 +8,7 @@ placed) is in tests/docblocks.py. A failure names the page and the line of the b
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -56,13 +57,15 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-@pytest.mark.parametrize("page", _pages_with_code())
-def test_every_block_of_the_page_runs(page, tmp_path, _isolated_home):
-    """The page's shell, python and toml blocks, in order, in one fresh folder and home."""
+def run_page(page: Path, tmp_path: Path, home: Path) -> tuple[str | None, str, list[str]]:
+    """Run ``page``'s blocks in order in ``tmp_path/clone`` with ``DWREC_HOME=home``.
+
+    Returns ``(where, output, skipped)``: ``where`` is ``"page:line"`` of the block that
+    failed (None when all passed), ``output`` the end of stdout and stderr."""
     page_blocks = docblocks.blocks(page)
     for name in sorted(docblocks.prepared_names(page_blocks)):
         if name in docblocks.RAW:
-            place_raw(_isolated_home, name, docblocks.RAW[name])
+            place_raw(home, name, docblocks.RAW[name])
     clone, blocks_dir, user_home = tmp_path / "clone", tmp_path / "blocks", tmp_path / "home"
     for folder in (clone, blocks_dir, user_home):
         folder.mkdir()
@@ -77,20 +80,59 @@ def test_every_block_of_the_page_runs(page, tmp_path, _isolated_home):
     _shim(clone / ".venv" / "bin" / "python", "")
     script, skipped = docblocks.page_script(page_blocks, blocks_dir)
     (tmp_path / "page.sh").write_text(script)
-    env = dict(os.environ, DWREC_HOME=str(_isolated_home), DWREC_OFFLINE="1", HOME=str(user_home),
+    env = dict(os.environ, DWREC_HOME=str(home), DWREC_OFFLINE="1", HOME=str(user_home),
                OMP_NUM_THREADS="1", COLUMNS="120", PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}",
                DOCS_PYTHON=sys.executable, DOCS_HELPER=str(Path(docblocks.__file__)),
-               DWREC_DOCS_REAL=__import__("json").dumps(_dwrec()),
+               DWREC_DOCS_REAL=json.dumps(_dwrec()),
                DWREC_DOCS_CUDA="1" if torch.cuda.is_available() else "0")  # fmt: skip
     result = subprocess.run(["bash", str(tmp_path / "page.sh")], cwd=clone, env=env,
                             capture_output=True, text=True, timeout=900)  # fmt: skip
-    if result.returncode != 0:
-        failed = re.findall(r"DOCS-FAILED-AT (\S+)", result.stderr)
-        where = failed[-1] if failed else f"{page.relative_to(REPO)} (before any block)"
-        pytest.fail(f"{where}: this block of the docs fails (exit {result.returncode})\n"
-                    f"--- stdout (end)\n{_tail(result.stdout)}\n"
-                    f"--- stderr (end)\n{_tail(result.stderr)}", pytrace=False)  # fmt: skip
+    output = f"--- stdout (end)\n{_tail(result.stdout)}\n--- stderr (end)\n{_tail(result.stderr)}"
+    if result.returncode == 0:
+        return None, output, skipped
+    failed = re.findall(r"DOCS-FAILED-AT (\S+)", result.stderr)
+    return (failed[-1] if failed else f"{page.name} (before any block)"), output, skipped
+
+
+@pytest.mark.parametrize("page", _pages_with_code())
+def test_every_block_of_the_page_runs(page, tmp_path, _isolated_home):
+    """The page's shell, python and toml blocks, in order, in one fresh folder and home."""
+    where, output, skipped = run_page(page, tmp_path, _isolated_home)
+    if where is not None:
+        pytest.fail(f"{where}: this block of the docs fails\n{output}", pytrace=False)
     print("\n".join(["skipped:", *skipped]) if skipped else "nothing skipped")
+
+
+def test_a_failing_block_is_named_by_its_page_and_line(tmp_path, _isolated_home):
+    """Also a failure in the middle of ``a && b``, of python, and of a wrong TOML key."""
+    cases = {
+        "```bash\ndwrec --version\ndwrec datasets && dwrec nonsense\n```\n": 3,
+        "x\n\n```bash\ndwrec --version\n```\n\n```python\nimport dwrec\nraise SystemExit(3)\n```\n": 7,
+        "```toml\nepochs = 2\nwhat = 1\n```\n": 1,
+    }
+    for number, (text, line) in enumerate(cases.items()):
+        page = tmp_path / f"page{number}.md"
+        page.write_text(text)
+        (tmp_path / str(number)).mkdir()
+        where, output, _ = run_page(page, tmp_path / str(number), _isolated_home)
+        assert where == f"page{number}.md:{line}", output
+
+
+def test_toml_values_are_checked_against_config_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    saved = {"label": "sasrec+dynamic", "model": {"name": "sasrec", "hidden": 24},
+             "loss": {"loss": "dynamic", "w_max": 5.0}, "train": {"epochs": 1, "lr": 0.001}}  # fmt: skip
+    (run / "config.json").write_text(json.dumps(saved))
+    toml = tmp_path / "c.toml"
+    toml.write_text('epochs = 50\nlr = 0.001\n[model]\nname = "sasrec"\nhidden = 128\n'
+                    '[loss]\nloss = "dynamic"\nw_max = 5.0\n')  # fmt: skip
+    assert docblocks.check_toml(toml) == 0  # epochs and hidden: overridden by the rewrite
+    toml.write_text('model = "bert4rec"\n')
+    assert docblocks.check_toml(toml) == 1
+    toml.write_text("[loss]\nw_max = 4.0\n")
+    assert docblocks.check_toml(toml) == 1
 
 
 def test_blocks_are_found_with_their_lines(tmp_path):
@@ -115,6 +157,9 @@ def test_rewrites_make_runs_tiny_and_leave_resume_and_help_alone():
         "train", "--resume", "runs/x"]  # fmt: skip
     assert docblocks.rewrite(["evaluate", "--help"], cuda=False) == ["evaluate", "--help"]
     assert docblocks.rewrite(["evaluate"], cuda=False) == ["evaluate"]
+    real = docblocks.rewrite(["prepare", "movielens-1m", "--out", "x"], cuda=False)
+    assert real == ["prepare", "movielens-1m", "--out", "x", *docblocks.REAL_PREPARE]
+    assert docblocks.rewrite(["prepare", "synthetic"], cuda=False) == ["prepare", "synthetic"]
 
 
 def test_every_skip_rule_is_still_needed():
