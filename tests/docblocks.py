@@ -71,6 +71,7 @@ SKIP: list[tuple[str, str]] = [
 
 # How `dwrec ...` lines are rewritten so that a page runs in seconds (appended flags win:
 # the last value of a repeated option is the one used). Sizes never change which code runs.
+# Besides, `--device cuda` becomes `--device cpu` where torch has no CUDA (DWREC_DOCS_CUDA=0).
 REWRITES: dict[str, list[str]] = {
     "train": ["--epochs", "1", "--max-len", "20", "--hidden", "24", "--threads", "1"],
     "quickstart": ["--epochs", "1", "--seeds", "1", "--threads", "1"],
@@ -79,7 +80,6 @@ REWRITES: dict[str, list[str]] = {
 # `dwrec prepare NAME` of a real dataset (a key of RAW) keeps only its heaviest users (458
 # of ML-1M's 2,999 here), so that training, evaluating and reporting on it take seconds.
 REAL_PREPARE = ["--min-user-interactions", "300"]
-# `--device cuda` becomes `--device cpu` where torch has no CUDA (DWREC_DOCS_CUDA=0).
 TINY_PY = {"epochs": 1, "max_len": 20, "hidden": 24}  # the same for dwrec.train(...)
 
 # Dataset name in `dwrec prepare NAME` -> its raw files under ../shared/data.
@@ -169,19 +169,11 @@ def commands(block: Block) -> list[tuple[int, str]]:
     return out
 
 
-def skip_reason(text: str) -> str | None:
-    command = text.split(" #")[0].strip()
-    for pattern, reason in SKIP:
-        if re.search(pattern, command):
-            return reason
-    return None
-
-
-def python_skip_reason(block: Block) -> str | None:
-    for pattern, reason in SKIP:
-        if re.search(pattern, block.text, re.MULTILINE):
-            return reason
-    return None
+def skip_rule(text: str, python: bool = False) -> tuple[str, str] | None:
+    """The :data:`SKIP` rule ``(pattern, reason)`` that a shell line (its comment left out)
+    or a whole python block matches, if any."""
+    command = text if python else text.split(" #")[0].strip()
+    return next((rule for rule in SKIP if re.search(rule[0], command, re.MULTILINE)), None)
 
 
 def prepared_names(page_blocks: list[Block]) -> set[str]:
@@ -225,16 +217,16 @@ def page_script(page_blocks: list[Block], blocks_dir: Path) -> tuple[str, list[s
     for block in page_blocks:
         if block.kind == "shell":
             for line, text in commands(block):
-                reason = skip_reason(text)
+                rule = skip_rule(text)
                 where = f"{block.page}:{line}"
-                if reason:
-                    skipped.append(f"{where}: {text.strip()} -- {reason}")
+                if rule:
+                    skipped.append(f"{where}: {text.strip()} -- {rule[1]}")
                     continue
                 out.append(_step(where, text))
         elif block.kind == "python":
-            reason = python_skip_reason(block)
-            if reason:
-                skipped.append(f"{block.where}: python block -- {reason}")
+            rule = skip_rule(block.text, python=True)
+            if rule:
+                skipped.append(f"{block.where}: python block -- {rule[1]}")
                 continue
             path = blocks_dir / f"{block.page.replace('/', '_')}-{block.line}.py"
             path.write_text(PRELUDE + block.text + "\n", encoding="utf-8")
