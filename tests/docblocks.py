@@ -185,10 +185,9 @@ def prepared_names(page_blocks: list[Block]) -> set[str]:
 PRELUDE = f"""\
 import functools as _functools
 
-import dwrec as _dwrec
-import dwrec.train.trainer  # noqa: F401 (rebinds dwrec.train to its package first)
+import dwrec.train.trainer as _trainer
 
-_real_train = _dwrec.train
+_real_train = _trainer.train
 
 
 @_functools.wraps(_real_train)
@@ -198,8 +197,8 @@ def _tiny_train(*args, **kwargs):  # tests/docblocks.py: tiny sizes, as for `dwr
     return _real_train(*args, **kwargs)
 
 
-_dwrec.train = _tiny_train
-del _functools
+_trainer.train = _tiny_train  # dwrec.train(...) calls it (dwrec/train/__init__.py)
+del _functools, _trainer
 # ---- the block ----
 """
 

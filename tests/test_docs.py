@@ -118,6 +118,25 @@ def test_a_failing_block_is_named_by_its_page_and_line(tmp_path, _isolated_home)
         assert where == f"page{number}.md:{line}", output
 
 
+def test_the_python_prelude_makes_dwrec_train_tiny(tmp_path, _isolated_home):
+    """A python block's ``dwrec.train(..., epochs=50, hidden=64)`` trains 1 epoch at 24-d."""
+    block = (
+        "import json, dwrec\n"
+        "dwrec.prepare('synthetic', options={'users': 100, 'items': 120, 'domains': 4})\n"
+        "run = dwrec.train('synthetic', epochs=50, hidden=64, quiet=True).run_dir\n"
+        "config = json.loads((run / 'config.json').read_text())\n"
+        "print(config['train']['epochs'], config['model']['hidden'], config['model']['max_len'])\n"
+    )
+    script = tmp_path / "block.py"
+    script.write_text(docblocks.PRELUDE + block)
+    env = dict(os.environ, DWREC_HOME=str(_isolated_home), OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    tiny = docblocks.TINY_PY
+    assert out.stdout.split() == [str(tiny["epochs"]), str(tiny["hidden"]), str(tiny["max_len"])]
+
+
 def test_toml_values_are_checked_against_config_json(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "runs" / "r"
