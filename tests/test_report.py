@@ -1,5 +1,5 @@
 """`dwrec report` over synthetic run dirs written here in the contract's format
-(config.json + per_user.parquet + metrics.json + log.jsonl, see /work/notes/contracts.md)."""
+(config.json + per_user.parquet + metrics.json + log.jsonl, see docs/train.md)."""
 
 from __future__ import annotations
 
