@@ -51,6 +51,7 @@ class Cell:
     lift_high: float
     p: float
     significant: bool
+    metric: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,27 @@ def cells_from_report(
                         lift_high=_number(cell.get("lift_high")),
                         p=_number(cell.get("p")),
                         significant=bool(cell.get("significant")),
+                        metric=metric,
                     )
                 )
     return cells
 
 
+def paper_inside(cells: Sequence[Cell], paper: Mapping[str, float]) -> str:
+    """Whether the paper's lift of each cell's metric (``paper[metric]``) lies in its CI."""
+    parts = []
+    for cell in cells:
+        if cell.metric not in paper:
+            continue
+        value = paper[cell.metric]
+        inside = cell.lift_low <= value <= cell.lift_high  # nan bounds: outside
+        parts.append(f"paper's {value:+.1%} {'inside' if inside else 'outside'} the CI of "
+                     f"{cell.where}")  # fmt: skip
+    return "; ".join(parts)
+
+
 def improvement(cells: Sequence[Cell], untestable: str = "no comparable cells") -> Verdict:
-    """"A beats B" from ``cells`` of A's lift over B (see the module docstring)."""
+    """ "A beats B" from ``cells`` of A's lift over B (see the module docstring)."""
     if not cells:
         return Verdict("not testable here", untestable)
     confirmed = [c for c in cells if c.significant and c.lift > 0]
@@ -132,7 +147,7 @@ def improvement(cells: Sequence[Cell], untestable: str = "no comparable cells") 
 def non_inferiority(
     cells: Sequence[Cell], margin: float = MARGIN, untestable: str = "no comparable cells"
 ) -> Verdict:
-    """"Maintained / not harmed" from ``cells`` (see the module docstring)."""
+    """ "Maintained / not harmed" from ``cells`` (see the module docstring)."""
     if not cells:
         return Verdict("not testable here", untestable)
     n = len(cells)
@@ -154,7 +169,7 @@ def non_inferiority(
 
 
 def across_families(per_family: Mapping[str, Verdict], required: Iterable[str]) -> Verdict:
-    """"The same pattern on every dataset family" from each family's own verdict."""
+    """ "The same pattern on every dataset family" from each family's own verdict."""
     required = list(required)
     present = {f: v for f, v in per_family.items() if v.verdict != "not testable here"}
     missing = [f for f in required if f not in present]
@@ -172,7 +187,7 @@ def across_families(per_family: Mapping[str, Verdict], required: Iterable[str]) 
 
 
 def overhead(ratios: Sequence[float]) -> Verdict:
-    """"Overhead under 1%" from paired ``dynamic / generic - 1`` step-time ratios."""
+    """ "Overhead under 1%" from paired ``dynamic / generic - 1`` step-time ratios."""
     values = [r for r in ratios if math.isfinite(r)]
     if not values:
         return Verdict("not testable here", "no paired dynamic and generic runs")
