@@ -98,6 +98,7 @@ METRICS = ("recall@10", "ndcg@10")
 
 MODELS = ("sasrec", "pinnerformer")  # the paper's two backbones
 COMPETITORS = ("sigma", "calrec", "sparseennet")  # the paper's baselines, generic loss
+ZOO = ("bert4rec", "gru4rec", "pop")  # on request (--models), generic loss, for a zoo table
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def all_groups() -> list[Group]:
         ]
         if model == "sasrec":
             groups += [Group(model, loss, loss) for loss in ("dsl", "mml", "adc")]
-    groups += [Group(model, "generic", "generic") for model in COMPETITORS]
+    groups += [Group(model, "generic", "generic") for model in COMPETITORS + ZOO]
     return groups
 
 
@@ -138,9 +139,18 @@ GROUP_NAMES = ("generic", "fixed", "dynamic", "dynamic-up", "prior", "dsl", "mml
 # every model not named (the competitors take the SASRec sizes they share).
 SMALL = {"hidden": 32, "layers": 1, "heads": 2, "dropout": 0.2, "batch_size": 128, "lr": 2e-3}
 SETTINGS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
-    "quick": {
-        "*": {"*": dict(SMALL, max_len=50),
-              "pinnerformer": dict(SMALL, max_len=50, ffn=64, negatives=128)},
+    "quick": {  # the smoke test's (and docs/results.md's zoo table's) settings
+        "*": {
+            "*": {"hidden": 32, "layers": 1, "heads": 1, "dropout": 0.2, "max_len": 50,
+                  "batch_size": 32, "lr": 2e-3},
+            "pinnerformer": {"hidden": 32, "layers": 1, "heads": 2, "ffn": 64, "dropout": 0.1,
+                             "max_len": 50, "batch_size": 32, "lr": 2e-3, "negatives": 128},
+            "bert4rec": {"hidden": 32, "layers": 1, "heads": 1, "dropout": 0.2, "max_len": 50,
+                         "batch_size": 32, "lr": 2e-3, "patience": 5},
+            "gru4rec": {"hidden": 32, "layers": 1, "dropout": 0.2, "max_len": 50,
+                        "batch_size": 32, "lr": 2e-3},
+            "pop": {"batch_size": 32},
+        },
     },
     "standard": {
         "ml-1m": {"*": dict(SMALL, layers=2, max_len=50),
@@ -168,22 +178,26 @@ SETTINGS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
 # Options the competitors do not take (their own files define their architecture).
 COMPETITOR_KEYS = ("hidden", "dropout", "max_len", "batch_size", "lr")
 BUDGETS: dict[str, dict[str, Any]] = {
-    "quick": {"datasets": ("ml-100k", "lastfm"), "seeds": 1, "epochs": 5, "patience": 3,
-              "expected_epochs": 5},
+    "quick": {"datasets": ("ml-1m", "ml-100k", "lastfm"), "seeds": 1, "patience": 3,
+              "epochs": {"ml-1m": 8, "*": 15}, "expected_epochs": 8},
     "standard": {"datasets": ("ml-1m", "lastfm", "s3rec-lastfm", "s3rec-beauty", "s3rec-yelp"),
-                 "seeds": 3, "epochs": 200, "patience": 10, "expected_epochs": 25},
+                 "seeds": 3, "epochs": {"*": 200}, "patience": 10, "expected_epochs": 30},
     "full": {"datasets": ("ml-1m", "lastfm", "s3rec-lastfm", "s3rec-beauty", "s3rec-sports",
                           "s3rec-toys", "s3rec-yelp"),
-             "seeds": 3, "epochs": 400, "patience": 10, "expected_epochs": 40},
+             "seeds": 3, "epochs": {"*": 400}, "patience": 10, "expected_epochs": 40},
 }  # fmt: skip
 
 
 def settings_for(budget: str, dataset: str, model: str) -> dict[str, Any]:
     table = SETTINGS[budget]
     per_dataset = table.get(dataset, table["*"])
+    if model == "pop":
+        return {"batch_size": per_dataset["*"]["batch_size"]}
     options = dict(per_dataset.get(model, per_dataset["*"]))
     if model in COMPETITORS:
         options = {k: v for k, v in options.items() if k in COMPETITOR_KEYS}
+    if model == "gru4rec":
+        options.pop("heads", None)
     return options
 
 
@@ -212,9 +226,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="quick: smoke test; standard: 2-core CPU (default); full: GPU")  # fmt: skip
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS),
                         help="default: the budget's datasets")  # fmt: skip
-    parser.add_argument("--models", nargs="+", choices=MODELS + COMPETITORS,
-                        help="default: all (a model this dwrec lacks is skipped with a note)")  # fmt: skip
-    parser.add_argument("--groups", nargs="+", choices=GROUP_NAMES,
+    parser.add_argument("--models", nargs="+", choices=MODELS + COMPETITORS + ZOO,
+                        help="default: sasrec, pinnerformer and the competitors (a model this "
+                        "dwrec lacks is skipped with a note); bert4rec, gru4rec and pop on "
+                        "request (generic loss)")  # fmt: skip
+    parser.add_argument("--groups", "--losses", nargs="+", choices=GROUP_NAMES,
                         help="loss groups of sasrec/pinnerformer (default: all)")  # fmt: skip
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the budget's)")
     parser.add_argument("--epochs", type=int, help="override the budget's epoch cap")
@@ -244,7 +260,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--groups must include generic: it is every comparison's baseline")
     if "prior" in args.groups and "dynamic" not in args.groups:
         parser.error("--groups prior needs dynamic (the prior comes from the dynamic run)")
-    args.epochs = args.epochs or budget["epochs"]
     args.patience = budget["patience"]
     args.out = (args.out or REPO / ".bench" / f"reproduce-{args.budget}").absolute()
     return args
@@ -331,7 +346,7 @@ def make_plan(args: argparse.Namespace, dataset_dirs: dict[str, Path]) -> dict[s
         "version": PLAN_VERSION,
         "budget": args.budget,
         "seeds": args.seeds,
-        "epochs": args.epochs,
+        "epochs": args.epochs or BUDGETS[args.budget]["epochs"],
         "patience": args.patience,
         "models": args.models,
         "groups": args.groups,
@@ -354,7 +369,7 @@ def make_plan(args: argparse.Namespace, dataset_dirs: dict[str, Path]) -> dict[s
             "family": DATASETS[key].family,
             "fingerprint": dataset.fingerprint,
             "declared": declared,
-            "settings": {m: settings_for(args.budget, key, m) for m in MODELS + COMPETITORS},
+            "settings": {m: settings_for(args.budget, key, m) for m in args.models},
         }
     if stored is not None:
         for name in ("budget", "seeds", "epochs", "patience"):
@@ -402,7 +417,9 @@ def plan_runs(args: argparse.Namespace, plan: dict[str, Any], models: list[str])
                     continue
                 options = dict(settings_for(args.budget, key, group.model))
                 options.update(dict(group.options))
-                options.update(epochs=args.epochs, patience=args.patience, seed=seed,
+                caps = BUDGETS[args.budget]["epochs"]
+                options.setdefault("patience", args.patience)  # quick: per model
+                options.update(epochs=args.epochs or caps.get(key, caps["*"]), seed=seed,
                                device=args.device, label=group.label)  # fmt: skip
                 if group.name == "fixed":
                     if declared["fixed_domain"] is None:
@@ -449,8 +466,11 @@ def probe(args: argparse.Namespace, dataset_dirs: dict[str, Path], runs: list[Ru
     step, which pays one-off costs, is not counted)."""
     import tempfile
 
+    import torch
+
     import dwrec
 
+    threads = max(torch.get_num_threads(), 1)
     timings = {}
     pairs = sorted(
         {(r.dataset, r.group.model) for r in runs if r.trains and run_state(r) != "evaluated"}
@@ -461,11 +481,13 @@ def probe(args: argparse.Namespace, dataset_dirs: dict[str, Path], runs: list[Ru
         )
         options = dict(generic.options, epochs=1)
         stamps: list[float] = []
+        cpu: list[float] = []
         info: dict[str, Any] = {}
 
-        def callback(event, data, stamps=stamps, info=info):
+        def callback(event, data, stamps=stamps, cpu=cpu, info=info):
             if event == "step":
                 stamps.append(time.perf_counter())
+                cpu.append(time.process_time())
                 info.update(data)
                 if len(stamps) > args.probe_steps:
                     raise _Probe
@@ -483,9 +505,12 @@ def probe(args: argparse.Namespace, dataset_dirs: dict[str, Path], runs: list[Ru
             shutil.rmtree(scratch, ignore_errors=True)
         wall = time.perf_counter() - started
         step_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else wall
-        timings[(key, model)] = (step_s, steps_per_epoch(dataset_dirs[key], model, options))
-        log(f"  probe {key} {model}: {step_s * 1000:.0f} ms/step x "
-            f"{timings[(key, model)][1]} steps/epoch")  # fmt: skip
+        # CPU seconds per step over the threads in use: the step time of an idle machine
+        cpu_s = (cpu[-1] - cpu[0]) / (len(cpu) - 1) / threads if len(cpu) > 1 else step_s
+        steps = steps_per_epoch(dataset_dirs[key], model, options)
+        timings[(key, model)] = (step_s, steps, cpu_s)
+        log(f"  probe {key} {model}: {step_s * 1000:.0f} ms/step wall, {cpu_s * 1000:.0f} ms "
+            f"CPU/{threads} thread(s), x {steps} steps/epoch")  # fmt: skip
     return timings
 
 
@@ -504,17 +529,19 @@ def steps_per_epoch(dataset_dir: Path, model: str, options: dict[str, Any]) -> i
 VALIDATION_SHARE = 0.15  # validation + evaluation time as a share of an epoch's training
 
 
-def estimate(runs: list[Run], timings, epochs: int, cap: int) -> tuple[float, float]:
+def estimate(runs: list[Run], timings, epochs: int, column: int = 0) -> tuple[float, float]:
     """(expected, upper bound) seconds of the unfinished runs: ``epochs`` epochs per run as
-    expected (early stopping), ``cap`` as the bound; a validation pass is counted as
-    ``VALIDATION_SHARE`` of an epoch (measured: 5-20% on these sets)."""
+    expected (early stopping), the run's epoch cap as the bound; a validation pass is counted
+    as ``VALIDATION_SHARE`` of an epoch. ``column`` 0: measured wall time per step; 2: CPU
+    time per step and thread (what an idle machine would take)."""
     expected = bound = 0.0
     for run in runs:
         if not run.trains or run_state(run) in ("evaluated", "trained"):
             continue
-        step_s, steps = timings.get((run.dataset, run.group.model), (0.0, 0))
+        timing = timings.get((run.dataset, run.group.model), (0.0, 0, 0.0))
+        step_s, steps = timing[column], timing[1]
         epoch_s = steps * step_s * (1 + VALIDATION_SHARE)
-        done = epochs_done(run.path)
+        done, cap = epochs_done(run.path), run.options["epochs"]
         expected += max(min(epochs, cap) - done, 1) * epoch_s
         bound += max(cap - done, 0) * epoch_s
     return expected, bound
@@ -540,11 +567,11 @@ def clock(seconds: float) -> str:
 # -- running --------------------------------------------------------------------------------
 
 
-def execute(run: Run, runs: list[Run], dataset_dirs: dict[str, Path], cap: int) -> None:
+def execute(run: Run, runs: list[Run], dataset_dirs: dict[str, Path]) -> None:
     import dwrec
     from dwrec.eval.prior import evaluate_prior_shift
 
-    device = run.options["device"]
+    device, cap = run.options["device"], run.options["epochs"]
     if not run.trains:
         generic, dynamic = find_run(runs, run, "generic"), find_run(runs, run, "dynamic")
         evaluate_prior_shift(generic.path, dynamic.path, label=run.group.label, out=run.path,
@@ -628,7 +655,7 @@ def dataset_reports(args, key: str, plan: dict, runs: list[Run]) -> dict[str, An
     return reports
 
 
-def overall_table(runs: list[Run], cap: int) -> str:
+def overall_table(runs: list[Run]) -> str:
     """Mean (sd) test Recall@10 / NDCG@10 over seeds, epochs and the cap flag (no times)."""
     rows: dict[str, list[Run]] = {}
     for run in runs:
@@ -650,7 +677,7 @@ def overall_table(runs: list[Run], cap: int) -> str:
         if members[0].trains:
             summaries = [json.loads((r.path / "train_done.json").read_text()) for r in members]
             epochs = "/".join(f"{s['epochs_run']} ({s['best_epoch']})" for s in summaries)
-            capped = sum(stopped_by_cap(r.path, cap) for r in members)
+            capped = sum(stopped_by_cap(r.path, r.options["epochs"]) for r in members)
             capped_cell = f"**{capped}**" if capped else "0"
         else:
             taus = [m.get("prior", {}).get("tau") for m in metrics]
@@ -799,7 +826,7 @@ def write_tables(args, plan, runs: list[Run], models: list[str], skipped: list[s
             "",
             "## Overall test metrics (mean (sd) over seeds)",
             "",
-            overall_table(mine, args.epochs),
+            overall_table(mine),
         ]
         for name, (_, markdown) in reports[key].items():
             body = markdown.split("\n", 1)[1].replace("\n## ", "\n### ")
@@ -859,7 +886,7 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
             continue
         records = read_log(run.path)
         seconds = sum(r["seconds"] for r in records)
-        stop = "cap" if stopped_by_cap(run.path, args.epochs) else "early"
+        stop = "cap" if stopped_by_cap(run.path, run.options["epochs"]) else "early"
         lines.append(f"| {run.label} | {len(records)} | {stop} | {seconds:.0f} | "
                      f"{step_seconds(run.path) * 1000:.1f} |")  # fmt: skip
     ratios = []
@@ -975,12 +1002,21 @@ def main(argv: list[str] | None = None) -> int:
     expected = 0.0
     if not args.no_probe:
         timings = probe(args, dataset_dirs, runs)
-        expected, bound = estimate(runs, timings, BUDGETS[args.budget]["expected_epochs"],
-                                   args.epochs)  # fmt: skip
-        log(f"estimate: about {clock(expected)} (assuming "
+        epochs = BUDGETS[args.budget]["expected_epochs"]
+        expected, bound = estimate(runs, timings, epochs)
+        idle, _ = estimate(runs, timings, epochs, column=2)
+        per_dataset = {
+            key: estimate([r for r in runs if r.dataset == key], timings, epochs, column=2)[0]
+            for key in args.datasets
+        }
+        log("estimate on an idle machine (CPU time per step / threads): about "
+            f"{clock(idle)}; per dataset: "
+            + ", ".join(f"{k} {clock(v)}" for k, v in per_dataset.items()))  # fmt: skip
+        log(f"estimate at the measured wall time per step (load average "
+            f"{os.getloadavg()[0]:.1f}): about {clock(expected)} (assuming "
             f"{BUDGETS[args.budget]['expected_epochs']} epochs per run with early stopping, "
-            f"patience {args.patience}); at most {clock(bound)} if every run reached the cap "
-            f"of {args.epochs} epochs")  # fmt: skip
+            f"patience {args.patience}); at most {clock(bound)} if every run reached its epoch "
+            f"cap ({args.epochs or BUDGETS[args.budget]['epochs']})")  # fmt: skip
     if args.dry_run:
         return 0
     todo = [r for r in runs if run_state(r) != "evaluated"]
@@ -988,7 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - started
         left = f", about {clock(max(expected - elapsed, 0))} left" if expected else ""
         log(f"[{index}/{len(todo)}] {run.label} ({clock(elapsed)} elapsed{left})")
-        execute(run, runs, dataset_dirs, args.epochs)
+        execute(run, runs, dataset_dirs)
     reports = write_tables(args, plan, runs, models, skipped)
     figure_note = plot(args, reports)
     log(figure_note)
