@@ -372,16 +372,31 @@ def make_plan(args: argparse.Namespace, dataset_dirs: dict[str, Path]) -> dict[s
             "settings": {m: settings_for(args.budget, key, m) for m in args.models},
         }
     if stored is not None:
-        for name in ("budget", "seeds", "epochs", "patience"):
-            if stored.get(name) != plan[name]:
-                raise SystemExit(
-                    f"reproduce_paper: {plan_path} was made with {name}={stored.get(name)!r}, "
-                    f"this invocation asks {plan[name]!r}; use another --out"
-                )
+        check_stored_plan(args)
         merged = dict(stored["datasets"], **plan["datasets"])
         plan["datasets"] = merged
     write_text(plan_path, json.dumps(plan, indent=2, sort_keys=True) + "\n")
     return plan
+
+
+def check_stored_plan(args: argparse.Namespace) -> None:
+    """Refuse (before any work) an ``--out`` whose plan.json has other budget settings."""
+    plan_path = args.out / "plan.json"
+    if not plan_path.exists():
+        return
+    stored = json.loads(plan_path.read_text())
+    asked = {
+        "budget": args.budget,
+        "seeds": args.seeds,
+        "epochs": args.epochs or BUDGETS[args.budget]["epochs"],
+        "patience": args.patience,
+    }
+    for name, value in asked.items():
+        if stored.get(name) != value:
+            raise SystemExit(
+                f"reproduce_paper: {plan_path} was made with {name}={stored.get(name)!r}, "
+                f"this invocation asks {value!r}; use another --out"
+            )
 
 
 def write_text(path: Path, text: str) -> None:
@@ -986,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     log(f"reproduce_paper ({args.budget}): {command}")
+    check_stored_plan(args)
     dataset_dirs = prepare_datasets(args)
     plan = make_plan(args, dataset_dirs)
     for key in args.datasets:
