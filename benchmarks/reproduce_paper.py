@@ -11,8 +11,13 @@ Budgets (``--budget``):
   competitors at hidden 32, one block (two on ML-1M), sequence length 50 on ML-1M and Last.fm
   and 20 on the S3-Rec Amazon and Yelp sets (their median user has about 6 interactions),
   PinnerFormer at hidden 32, one block, 256 sampled negatives. The total is printed before
-  anything trains (measured steps x expected epochs); sized for about 6-10 hours on 2 cores
-  with everything installed (see the estimate printed by ``--dry-run``).
+  anything trains (measured steps x 30 expected epochs per run). Measured on a 2-core EPYC
+  at load average 13 (``--dry-run --threads 1``), the 165 trainings of the groups dwrec had
+  then: about 13 h at the CPU time per step (an idle machine, one thread: ML-1M 1h32m,
+  HetRec Last.fm 24 min, S3-Rec Last.fm 20 min, Beauty 3h13m, Yelp 7h35m; Yelp's
+  full-softmax SASRec over 20,033 items dominates), so about 8-9 h with ``--threads 2`` on
+  an idle machine if two threads give the usual 1.5x (not measured: the machine was
+  loaded). The competitors add their own runs once installed.
 - ``full``: for a GPU: the paper's model sizes (hidden 64, two blocks, length 200 on ML-1M
   and Last.fm, 50 on S3-Rec) and S3-Rec Sports and Toys as well.
 
