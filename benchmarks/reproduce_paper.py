@@ -610,7 +610,7 @@ def execute(run: Run, runs: list[Run], dataset_dirs: dict[str, Path]) -> None:
     if stopped_by_cap(run.path, cap):
         log(f"  WARNING: {run.label} reached the epoch cap ({cap}) without stopping early: "
             "flagged in the tables")  # fmt: skip
-    else:
+    elif json.loads((run.path / "train_done.json").read_text())["epochs_run"]:
         summary = json.loads((run.path / "train_done.json").read_text())
         log(f"  {run.label}: stopped early after {summary['epochs_run']} epochs (best "
             f"{summary['best_epoch']}; cap {cap} not reached)")  # fmt: skip
@@ -907,8 +907,12 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
         records = read_log(run.path)
         seconds = sum(r["seconds"] for r in records)
         stop = "cap" if stopped_by_cap(run.path, run.options["epochs"]) else "early"
-        lines.append(f"| {run.label} | {len(records)} | {stop} | {seconds:.0f} | "
-                     f"{step_seconds(run.path) * 1000:.1f} |")  # fmt: skip
+        per_step = step_seconds(run.path)
+        if not math.isfinite(per_step):  # pop: fitted, no steps
+            stop, step_cell = "fitted", "-"
+        else:
+            step_cell = f"{per_step * 1000:.1f}"
+        lines.append(f"| {run.label} | {len(records)} | {stop} | {seconds:.0f} | {step_cell} |")
     ratios = []
     for run in done(runs):
         if run.group.name == "dynamic" and run.group.model in MODELS:

@@ -127,7 +127,7 @@ def test_across_families_rule():
     [
         ([0.002, -0.01, 0.008], "reproduced"),
         ([0.02, 0.03, -0.01], "partly"),  # median 2%
-        ([0.10, 0.07, 0.2], "not reproduced"),
+        ([0.10, 0.07, 0.12], "not reproduced"),
         ([math.nan], "not testable here"),
         ([], "not testable here"),
     ],
@@ -137,8 +137,15 @@ def test_overhead_rule(ratios, expected):
 
 
 def test_overhead_uses_the_median_of_finite_ratios():
-    result = rule.overhead([0.5, 0.001, 0.002, math.nan])  # median 0.2%: one slow outlier
-    assert result.verdict == "reproduced" and "+0.2% over 3" in result.reason
+    result = rule.overhead([0.03, 0.001, 0.002, 0.004, math.nan])  # median 0.3%
+    assert result.verdict == "reproduced" and "+0.3% over 4" in result.reason
+    quartiles = rule.overhead([0.002, 0.003, 0.004, 0.005, 0.9])  # IQR ignores one outlier
+    assert quartiles.verdict == "reproduced"
+
+
+def test_overhead_too_noisy_is_not_testable():
+    noisy = rule.overhead([0.10, -0.18])  # half the range 14% > 5%
+    assert noisy.verdict == "not testable here" and "too noisy" in noisy.reason
 
 
 def test_paper_figure_inside_or_outside_the_ci():

@@ -21,8 +21,10 @@ same sign in every seed). The rules, applied to the cells a claim names:
   ``not testable here`` when no family has cells.
 - **overhead** (claim 6, "under 1% of training time"): the median over paired runs of
   ``dynamic step time / generic step time - 1``: below :data:`OVERHEAD_LIMIT` (1%)
-  ``reproduced``; below :data:`OVERHEAD_PARTLY` (5%: the step-time noise of a shared CPU)
-  ``partly``; else ``not reproduced``.
+  ``reproduced``; below :data:`OVERHEAD_PARTLY` (5%) ``partly``; else ``not reproduced``.
+  When the ratios' spread (half their interquartile range, or half their range with fewer
+  than four pairs) exceeds :data:`OVERHEAD_PARTLY`, the timings are too noisy to tell
+  (another job on the same cores): ``not testable here``.
 
 Any rule without a single usable cell (no runs, a domain under ``--min-cases`` test cases, a
 model this dwrec lacks) answers ``not testable here`` with the reason.
@@ -192,7 +194,14 @@ def overhead(ratios: Sequence[float]) -> Verdict:
     if not values:
         return Verdict("not testable here", "no paired dynamic and generic runs")
     median = statistics.median(values)
-    what = f"median {median:+.1%} over {len(values)} paired runs"
+    if len(values) >= 4:
+        low, _, high = statistics.quantiles(values, n=4, method="inclusive")
+    else:
+        low, high = min(values), max(values)
+    noise = (high - low) / 2
+    what = f"median {median:+.1%} over {len(values)} paired runs, spread +/-{noise:.1%}"
+    if noise > OVERHEAD_PARTLY:
+        return Verdict("not testable here", what + " (step times too noisy on this machine)")
     if median < OVERHEAD_LIMIT:
         return Verdict("reproduced", what)
     if median < OVERHEAD_PARTLY:
