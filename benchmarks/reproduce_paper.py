@@ -729,8 +729,9 @@ def verdict_rows(args, plan, reports: dict[str, dict], models: list[str]) -> lis
         data = reports.get(dataset, {}).get(name)
         if data is None:
             return []
+        versus = f" vs {name.split('-vs-')[1]}" if "-vs-" in name else ""
         return rule.cells_from_report(data[0], group, domains, METRICS,
-                                      where=f"{dataset} {group}")  # fmt: skip
+                                      where=f"{dataset} {group}{versus}")  # fmt: skip
 
     movielens = [k for k in args.datasets if DATASETS[k].family == "MovieLens"]
     rows = []
