@@ -112,3 +112,20 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     printed = run(*args)
     assert "plan: 3 runs (1 done, 1 to finish, 1 new)" in printed
     assert tables(out) == uninterrupted
+
+
+def test_standard_plan_on_an_s3rec_set_declares_its_sparsest_and_densest(tmp_path):
+    data_root = shared_file("s3rec-lastfm").parent
+    out = tmp_path / "standard"
+    printed = run("--datasets", "s3rec-lastfm", "--data-root", str(data_root), "--out", str(out),
+                  "--dry-run", "--no-probe", "--models", "sasrec", "pinnerformer")  # fmt: skip
+    plan = json.loads((out / "plan.json").read_text())
+    assert (plan["budget"], plan["seeds"], plan["patience"]) == ("standard", 3, 10)
+    entry = plan["datasets"]["s3rec-lastfm"]
+    declared = entry["declared"]
+    assert entry["family"] == "Last.fm" and declared["paper"] == []  # no paper genres here
+    assert declared["family"] == declared["sparse"] + declared["dense"]
+    assert declared["fixed_domain"] == declared["sparse"][0]  # the sparsest with >= 20 cases
+    assert entry["settings"]["pinnerformer"]["max_len"] == 50
+    # 3 seeds x (sasrec: 8 groups, pinnerformer: 5 groups with the prior control)
+    assert "plan: 39 runs (0 done, 0 to finish, 39 new)" in printed
