@@ -1035,6 +1035,9 @@ def main(argv: list[str] | None = None) -> int:
             key: estimate([r for r in runs if r.dataset == key], timings, epochs, column=2)[0]
             for key in args.datasets
         }
+        if skipped:
+            untimed = len(args.datasets) * args.seeds * len(skipped)
+            log(f"  not in the estimate: {untimed} runs of {', '.join(skipped)} (not installed)")
         log("estimate on an idle machine (CPU time per step / threads): about "
             f"{clock(idle)}; per dataset: "
             + ", ".join(f"{k} {clock(v)}" for k, v in per_dataset.items()))  # fmt: skip
