@@ -1,146 +1,246 @@
-"""Reproduce the Dynamic Weighted Loss comparison end to end on real data.
+"""Reproduce the Dynamic Weighted Loss paper's comparison and give a verdict per claim.
 
-For each dataset (the MovieLens-1M ratings excerpt, MovieLens-100K and HetRec Last.fm 2K, read
-from ``../shared/data`` or ``--data-root``) it prepares the data, trains SASRec and
-PinnerFormer with ``generic``, ``fixed`` (Film-Noir on MovieLens, the sparsest tag on
-Last.fm), ``dynamic``, and ``dsl``, ``mml``, ``adc`` as extra rows, several seeds each, then
-evaluates every run and writes one significance-tested report per dataset and model
-(``target`` and ``power`` cohorts of the sparsest and densest domains) plus a summary.
+Budgets (``--budget``):
 
-Resumable: run dirs live under ``--out``; a finished run is skipped, an interrupted one is
-resumed from its ``last.pt``, an evaluated one is not evaluated again. Before training it
-times a few real steps of every (dataset, model) pair and prints how long the remaining
-runs will take at most (every run to its epoch cap; early stopping usually ends sooner).
+- ``quick``: a smoke test (MovieLens-100K and HetRec Last.fm, one seed, small models, an
+  epoch cap of 5 that runs do reach: they are flagged). Minutes on 2 CPU cores.
+- ``standard`` (default): the paper's four dataset families on 2 CPU cores: the ML-1M
+  ratings in ``../shared/data/ml-1m`` (the excerpt there; the full ML-1M when the folder
+  holds it), HetRec Last.fm 2K and the S3-Rec Last.fm files, S3-Rec Beauty (Amazon) and
+  S3-Rec Yelp; three seeds per group. Models are sized for the CPU: SASRec and the
+  competitors at hidden 32, one block (two on ML-1M), sequence length 50 on ML-1M and Last.fm
+  and 20 on the S3-Rec Amazon and Yelp sets (their median user has about 6 interactions),
+  PinnerFormer at hidden 32, one block, 256 sampled negatives. The total is printed before
+  anything trains (measured steps x 30 expected epochs per run). Measured on a 2-core EPYC
+  at load average 13 (``--dry-run --threads 1``), the 165 trainings of the groups dwrec had
+  then: about 13 h at the CPU time per step (an idle machine, one thread: ML-1M 1h32m,
+  HetRec Last.fm 24 min, S3-Rec Last.fm 20 min, Beauty 3h13m, Yelp 7h35m; Yelp's
+  full-softmax SASRec over 20,033 items dominates), so about 8-9 h with ``--threads 2`` on
+  an idle machine if two threads give the usual 1.5x (not measured: the machine was
+  loaded). The competitors add their own runs once installed.
+- ``full``: for a GPU: the paper's model sizes (hidden 64, two blocks, length 200 on ML-1M
+  and Last.fm, 50 on S3-Rec) and S3-Rec Sports and Toys as well.
 
-    .venv/bin/python benchmarks/reproduce_paper.py --budget quick      # < 30 min, 2 cores
-    .venv/bin/python benchmarks/reproduce_paper.py                     # the full protocol
-    .venv/bin/python benchmarks/reproduce_paper.py --datasets ml-1m --models sasrec --dry-run
+Groups, per dataset and seed: SASRec and PinnerFormer (PinnerFormer trained with the sampled
+softmax with log-Q correction, ``--objective sampled-softmax``, as in the paper) each with
+``generic``, ``fixed`` (the target domain x2: Film-Noir on MovieLens, else the sparsest
+domain with enough test cases), ``dynamic``, ``dynamic-up`` (``--w-min 1``: dense domains keep
+weight 1) and the prior-shift control ``generic+prior`` (``dwrec evaluate GENERIC --prior-from
+DYNAMIC``, no retraining); SASRec with ``dsl``, ``mml`` and ``adc``; the competitors
+``sigma``, ``calrec`` and ``sparseennet`` with the generic loss. A model that the installed
+dwrec does not know is skipped with a printed note (and named in the tables).
+
+Training: early stopping on validation NDCG@10 with patience 10 and an epoch cap no run
+should reach (200); a run stopped by the cap is flagged in the log and the tables.
+
+The confirmatory family of each dataset (MovieLens: Film-Noir and Horror, the paper's; on
+every dataset the three sparsest domains with at least 20 test cases and the three densest,
+by training share) is computed from the prepared data and its split before anything
+trains and written to ``OUT/plan.json``; later invocations read it from there, so the family
+cannot move. It is passed to ``dwrec report --family``.
+
+Resumable: a finished run is skipped, an interrupted one resumed from its ``last.pt``; the
+tables under ``OUT/tables/`` are rewritten from the run dirs alone, so stopping the script
+at any moment and running it again ends with byte-identical tables. Wall times live apart,
+in ``OUT/timing.md`` (every run's wall time and the overhead claim, which is measured from
+the runs' per-step times), and ``OUT/summary.md`` assembles both for docs/results.md.
+
+    python benchmarks/reproduce_paper.py --budget quick --threads 2       # smoke test
+    python benchmarks/reproduce_paper.py --dry-run --threads 2            # plan + estimate
+    nohup python benchmarks/reproduce_paper.py --threads 2 > repro.log 2>&1 &
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import platform
 import shlex
+import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from dwrec.runtime import tune_malloc
 
 if "OMP_WAIT_POLICY" not in os.environ:  # short OpenMP spin waits, as the CLI (dwrec/cli.py)
     os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
+PLAN_VERSION = 1
 
-# dataset key -> (dwrec source name, folder under the data root, prepare filters)
-DATASETS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "ml-1m": ("movielens-1m", "ml-1m", {"min_user_interactions": 5, "min_item_interactions": 5}),
-    "ml-100k": (
-        "movielens-100k",
-        "ml-100k",
-        {"min_user_interactions": 5, "min_item_interactions": 5},
-    ),
-    "lastfm": ("lastfm", "hetrec2011-lastfm-2k", {}),
+
+@dataclass(frozen=True)
+class Source:
+    name: str  # dwrec prepare source
+    folder: str  # under --data-root
+    family: str  # the paper's dataset family
+    filters: tuple[tuple[str, Any], ...] = ()
+
+
+MOVIELENS_CORE = (("min_user_interactions", 5), ("min_item_interactions", 5))
+DATASETS: dict[str, Source] = {
+    "ml-1m": Source("movielens-1m", "ml-1m", "MovieLens", MOVIELENS_CORE),
+    "ml-100k": Source("movielens-100k", "ml-100k", "MovieLens", MOVIELENS_CORE),
+    "lastfm": Source("lastfm", "hetrec2011-lastfm-2k", "Last.fm"),
+    "s3rec-lastfm": Source("s3rec-lastfm", "s3rec-lastfm", "Last.fm"),
+    "s3rec-beauty": Source("s3rec-beauty", "s3rec-beauty", "Amazon"),
+    "s3rec-sports": Source("s3rec-sports", "s3rec-sports", "Amazon"),
+    "s3rec-toys": Source("s3rec-toys", "s3rec-toys", "Amazon"),
+    "s3rec-yelp": Source("s3rec-yelp", "s3rec-yelp", "Yelp"),
 }
-MODELS = ("sasrec", "pinnerformer")  # the paper's comparison
-ZOO = ("bert4rec", "gru4rec", "pop")  # accepted by --models for an all-model table
-LOSSES = ("generic", "fixed", "dynamic", "dsl", "mml", "adc")
-PAPER_DOMAIN = "Film-Noir"  # the paper's sparse MovieLens genre
+FAMILIES = ("MovieLens", "Last.fm", "Amazon", "Yelp")
+PAPER_DOMAINS = {"MovieLens": ("Film-Noir", "Horror")}  # the paper's sparse and dense genre
+PAPER_SPARSE = "Film-Noir"
+PAPER_FILM_NOIR = {"recall@10": 0.524, "ndcg@10": 0.745}  # claim 1: dynamic over generic
+FAMILY_SIZE = 3  # sparsest and densest domains in each dataset's confirmatory family
+MIN_CASES = 20  # test cases a family domain needs (dwrec report --min-cases)
+METRICS = ("recall@10", "ndcg@10")
 
-# Training settings per budget and model. ``full`` follows the protocol of docs/results.md
-# (SASRec as RecBole's ML-1M setting; PinnerFormer at its published defaults); ``quick``
-# shrinks models, sequence length and epochs so that the default plan fits in 30 minutes
-# on 2 CPU cores (see BUDGETS below for what else it drops).
-SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
-    "full": {
-        "sasrec": {
-            "hidden": 64, "layers": 2, "heads": 2, "dropout": 0.2, "max_len": 200,
-            "batch_size": 64, "lr": 2e-3, "patience": 5,
+MODELS = ("sasrec", "pinnerformer")  # the paper's two backbones
+COMPETITORS = ("sigma", "calrec", "sparseennet")  # the paper's baselines, generic loss
+ZOO = ("bert4rec", "gru4rec", "pop")  # on request (--models), generic loss, for a zoo table
+
+
+@dataclass(frozen=True)
+class Group:
+    model: str
+    name: str  # generic, fixed, dynamic, dynamic-up, dsl, mml, adc, prior
+    loss: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.model}+generic+prior" if self.name == "prior" else f"{self.model}+{self.name}"
+        )
+
+
+def all_groups() -> list[Group]:
+    groups = []
+    for model in MODELS:
+        # the paper trains PinnerFormer with its sampled softmax and log-Q correction
+        objective = (("objective", "sampled-softmax"),) if model == "pinnerformer" else ()
+        groups += [
+            Group(model, "generic", "generic", objective),
+            Group(model, "fixed", "fixed", objective),  # weight_domains set per dataset
+            Group(model, "dynamic", "dynamic", objective),
+            Group(model, "dynamic-up", "dynamic", objective + (("w_min", 1.0),)),
+            Group(model, "prior", "generic", objective),  # evaluation only, no training
+        ]
+        if model == "sasrec":
+            groups += [Group(model, loss, loss) for loss in ("dsl", "mml", "adc")]
+    groups += [Group(model, "generic", "generic") for model in COMPETITORS + ZOO]
+    return groups
+
+
+GROUP_NAMES = ("generic", "fixed", "dynamic", "dynamic-up", "prior", "dsl", "mml", "adc")
+
+# Model settings per budget: (dataset -> model -> options); "*" is every other dataset and
+# every model not named (the competitors take the SASRec sizes they share).
+SMALL = {"hidden": 32, "layers": 1, "heads": 2, "dropout": 0.2, "batch_size": 128, "lr": 2e-3}
+SETTINGS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "quick": {  # the smoke test's (and docs/results.md's zoo table's) settings
+        "*": {
+            "*": {"hidden": 32, "layers": 1, "heads": 1, "dropout": 0.2, "max_len": 50,
+                  "batch_size": 32, "lr": 2e-3},
+            "pinnerformer": {"hidden": 32, "layers": 1, "heads": 2, "ffn": 64, "dropout": 0.1,
+                             "max_len": 50, "batch_size": 32, "lr": 2e-3, "negatives": 128},
+            "bert4rec": {"hidden": 32, "layers": 1, "heads": 1, "dropout": 0.2, "max_len": 50,
+                         "batch_size": 32, "lr": 2e-3, "patience": 5},
+            "gru4rec": {"hidden": 32, "layers": 1, "dropout": 0.2, "max_len": 50,
+                        "batch_size": 32, "lr": 2e-3},
+            "pop": {"batch_size": 32},
         },
-        "pinnerformer": {"batch_size": 64, "lr": 1e-3, "patience": 5},
-        "bert4rec": {
-            "hidden": 64, "layers": 2, "heads": 2, "dropout": 0.2, "max_len": 200,
-            "batch_size": 64, "lr": 1e-3, "patience": 10,
-        },
-        "gru4rec": {
-            "hidden": 64, "layers": 1, "dropout": 0.2, "max_len": 200,
-            "batch_size": 64, "lr": 2e-3, "patience": 5,
-        },
-        "pop": {"batch_size": 64},
     },
-    "quick": {
-        "sasrec": {
-            "hidden": 32, "layers": 1, "heads": 1, "dropout": 0.2, "max_len": 50,
-            "batch_size": 32, "lr": 2e-3, "patience": 3,
-        },
-        "pinnerformer": {
-            "hidden": 32, "layers": 1, "heads": 2, "ffn": 64, "dropout": 0.1, "max_len": 50,
-            "batch_size": 32, "lr": 2e-3, "patience": 3,
-        },
-        "bert4rec": {
-            "hidden": 32, "layers": 1, "heads": 1, "dropout": 0.2, "max_len": 50,
-            "batch_size": 32, "lr": 2e-3, "patience": 5,
-        },
-        "gru4rec": {
-            "hidden": 32, "layers": 1, "dropout": 0.2, "max_len": 50,
-            "batch_size": 32, "lr": 2e-3, "patience": 3,
-        },
-        "pop": {"batch_size": 32},
+    "standard": {
+        "ml-1m": {"*": dict(SMALL, layers=2, max_len=50),
+                  "pinnerformer": dict(SMALL, max_len=50, ffn=64, negatives=256)},
+        "lastfm": {"*": dict(SMALL, max_len=50),
+                   "pinnerformer": dict(SMALL, max_len=50, ffn=64, negatives=256)},
+        "s3rec-lastfm": {"*": dict(SMALL, max_len=50),
+                         "pinnerformer": dict(SMALL, max_len=50, ffn=64, negatives=256)},
+        "*": {"*": dict(SMALL, max_len=20, batch_size=256),
+              "pinnerformer": dict(SMALL, max_len=20, ffn=64, negatives=256,
+                                   batch_size=256)},
+    },
+    "full": {
+        "ml-1m": {"*": {"hidden": 64, "layers": 2, "heads": 2, "dropout": 0.2, "max_len": 200,
+                        "batch_size": 128, "lr": 1e-3},
+                  "pinnerformer": {"batch_size": 128, "lr": 1e-3, "max_len": 200}},
+        "lastfm": {"*": {"hidden": 64, "layers": 2, "heads": 2, "dropout": 0.2, "max_len": 200,
+                         "batch_size": 128, "lr": 1e-3},
+                   "pinnerformer": {"batch_size": 128, "lr": 1e-3, "max_len": 200}},
+        "*": {"*": {"hidden": 64, "layers": 2, "heads": 2, "dropout": 0.2, "max_len": 50,
+                    "batch_size": 256, "lr": 1e-3},
+              "pinnerformer": {"batch_size": 256, "lr": 1e-3, "max_len": 50}},
     },
 }  # fmt: skip
-# Epoch caps per dataset (early stopping on validation NDCG@10 usually ends runs sooner).
+# Options the competitors do not take (their own files define their architecture).
+COMPETITOR_KEYS = ("hidden", "dropout", "max_len", "batch_size", "lr")
 BUDGETS: dict[str, dict[str, Any]] = {
-    "full": {
-        "datasets": ("ml-1m", "ml-100k", "lastfm"),
-        "seeds": 3,
-        "epochs": {"ml-1m": 100, "ml-100k": 100, "lastfm": 100},
-    },
-    "quick": {
-        "datasets": ("ml-1m", "ml-100k", "lastfm"),
-        "seeds": 1,
-        "epochs": {"ml-1m": 8, "ml-100k": 15, "lastfm": 15},
-    },
-}
+    "quick": {"datasets": ("ml-1m", "ml-100k", "lastfm"), "seeds": 1, "patience": 3,
+              "epochs": {"ml-1m": 8, "*": 15}, "expected_epochs": 8},
+    "standard": {"datasets": ("ml-1m", "lastfm", "s3rec-lastfm", "s3rec-beauty", "s3rec-yelp"),
+                 "seeds": 3, "epochs": {"*": 200}, "patience": 10, "expected_epochs": 30},
+    "full": {"datasets": ("ml-1m", "lastfm", "s3rec-lastfm", "s3rec-beauty", "s3rec-sports",
+                          "s3rec-toys", "s3rec-yelp"),
+             "seeds": 3, "epochs": {"*": 400}, "patience": 10, "expected_epochs": 40},
+}  # fmt: skip
+
+
+def settings_for(budget: str, dataset: str, model: str) -> dict[str, Any]:
+    table = SETTINGS[budget]
+    per_dataset = table.get(dataset, table["*"])
+    if model == "pop":
+        return {"batch_size": per_dataset["*"]["batch_size"]}
+    options = dict(per_dataset.get(model, per_dataset["*"]))
+    if model in COMPETITORS:
+        options = {k: v for k, v in options.items() if k in COMPETITOR_KEYS}
+    if model == "gru4rec":
+        options.pop("heads", None)
+    return options
 
 
 @dataclass
 class Run:
     dataset: str
-    model: str
-    loss: str
+    group: Group
     seed: int
     path: Path
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return f"{self.dataset} {self.model}+{self.loss} s{self.seed}"
+        return f"{self.dataset} {self.group.label} s{self.seed}"
+
+    @property
+    def trains(self) -> bool:
+        return self.group.name != "prior"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="full",
-                        help="full: the whole protocol (3 seeds, models at full size, up to "
-                        "100 epochs); quick: 1 seed, small models, length 50, 5 epochs on "
-                        "ML-1M and 20 on the others (< 30 min on 2 CPU cores)")  # fmt: skip
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="standard",
+                        help="quick: smoke test; standard: 2-core CPU (default); full: GPU")  # fmt: skip
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS),
                         help="default: the budget's datasets")  # fmt: skip
-    parser.add_argument("--models", nargs="+", choices=MODELS + ZOO, default=list(MODELS),
-                        help="default: sasrec pinnerformer; bert4rec, gru4rec and pop too "
-                        "for an all-model table (e.g. with --losses generic)")  # fmt: skip
-    parser.add_argument("--losses", nargs="+", choices=LOSSES, help="default: all six")
+    parser.add_argument("--models", nargs="+", choices=MODELS + COMPETITORS + ZOO,
+                        help="default: sasrec, pinnerformer and the competitors (a model this "
+                        "dwrec lacks is skipped with a note); bert4rec, gru4rec and pop on "
+                        "request (generic loss)")  # fmt: skip
+    parser.add_argument("--groups", "--losses", nargs="+", choices=GROUP_NAMES,
+                        help="loss groups of sasrec/pinnerformer (default: all)")  # fmt: skip
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the budget's)")
     parser.add_argument("--epochs", type=int, help="override the budget's epoch cap")
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
-                        help=f"folder of the raw datasets (default {DEFAULT_DATA_ROOT})")  # fmt: skip
+                        help="folder of the raw datasets (default ../shared/data)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="default .bench/reproduce-BUDGET")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -148,71 +248,215 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="timed training steps per (dataset, model) for the estimate")  # fmt: skip
     parser.add_argument("--bootstrap", type=int, default=1000, help="report bootstrap resamples")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan and the time estimate, train nothing")  # fmt: skip
-    parser.add_argument("--write", type=Path, help="also copy the summary markdown here")
+                        help="prepare, write the plan, print the estimate; train nothing")  # fmt: skip
+    parser.add_argument("--no-probe", action="store_true",
+                        help="skip the timing probe (no estimate)")  # fmt: skip
     args = parser.parse_args(argv)
     budget = BUDGETS[args.budget]
     args.datasets = args.datasets or list(budget["datasets"])
-    args.losses = args.losses or list(LOSSES)
+    args.models = args.models or list(MODELS + COMPETITORS)
+    args.groups = args.groups or list(GROUP_NAMES)
     args.seeds = args.seeds if args.seeds is not None else budget["seeds"]
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         parser.error("--epochs must be at least 1")
-    if "generic" not in args.losses:
-        parser.error("--losses must include generic: it is every comparison's baseline")
-    args.out = args.out or REPO / ".bench" / f"reproduce-{args.budget}"
+    if "generic" not in args.groups:
+        parser.error("--groups must include generic: it is every comparison's baseline")
+    if "prior" in args.groups and "dynamic" not in args.groups:
+        parser.error("--groups prior needs dynamic (the prior comes from the dynamic run)")
+    args.patience = budget["patience"]
+    args.out = (args.out or REPO / ".bench" / f"reproduce-{args.budget}").absolute()
     return args
 
 
-def prepare_datasets(args: argparse.Namespace) -> dict[str, Any]:
-    """Prepare (or reuse) each dataset under ``OUT/datasets``; returns key -> PrepareResult."""
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# -- data and the declared families ---------------------------------------------------------
+
+
+def prepare_datasets(args: argparse.Namespace) -> dict[str, Path]:
+    """Prepare (or reuse) each dataset under ``OUT/datasets``; returns key -> dataset dir."""
     import dwrec
 
-    prepared = {}
+    paths = {}
     for key in args.datasets:
-        name, folder, filters = DATASETS[key]
-        source = args.data_root / folder
-        if not source.exists():
-            raise SystemExit(f"reproduce_paper: {source} not found (pass --data-root)")
-        prepared[key] = dwrec.prepare(name, source=source, out=args.out / "datasets" / key,
-                                      **filters)  # fmt: skip
-        counts = prepared[key].meta["counts"]
-        print(f"dataset {key}: {counts['interactions']:,} interactions, "
-              f"{counts['users']:,} users, {counts['items']:,} items, "
-              f"{len(prepared[key].meta['domains'])} domains")  # fmt: skip
-    return prepared
+        source = DATASETS[key]
+        folder = args.data_root / source.folder
+        if not folder.exists():
+            raise SystemExit(f"reproduce_paper: {folder} not found (pass --data-root)")
+        result = dwrec.prepare(source.name, source=folder, out=args.out / "datasets" / key,
+                               **dict(source.filters))  # fmt: skip
+        counts = result.meta["counts"]
+        log(f"dataset {key} ({source.family}): {counts['interactions']:,} interactions, "
+            f"{counts['users']:,} users, {counts['items']:,} items, "
+            f"{len(result.meta['domains'])} domains")  # fmt: skip
+        paths[key] = Path(result.path)
+    return paths
 
 
-def sparse_and_dense(meta: dict, count: int = 2) -> tuple[list[str], list[str]]:
-    """The ``count`` sparsest and densest domains by share of interactions (ties by name)."""
-    stats = meta["domains"]
-    ordered = sorted(stats, key=lambda name: (stats[name]["share"], name))
-    return ordered[:count], ordered[-count:][::-1]
+def test_cases_per_domain(dataset_dir: Path) -> dict[str, int]:
+    """Test cases (held-out targets of the leave-one-out split) per domain of their item."""
+    import numpy as np
+
+    from dwrec.data.dataset import load_dataset
+    from dwrec.data.split import make_split
+
+    dataset = load_dataset(dataset_dir)
+    targets = make_split(dataset).cases("test").target
+    counts = np.zeros(len(dataset.domain_names), dtype=np.int64)
+    indptr, indices = dataset.item_domain_indptr, dataset.item_domain_indices
+    for item in targets:
+        counts[indices[indptr[item] : indptr[item + 1]]] += 1
+    return {name: int(n) for name, n in zip(dataset.domain_names, counts, strict=True)}
 
 
-def fixed_domain(key: str, meta: dict) -> str:
-    if PAPER_DOMAIN in meta["domains"]:
-        return PAPER_DOMAIN
-    return sparse_and_dense(meta, 1)[0][0]
+def declare_family(key: str, meta: dict, cases: dict[str, int]) -> dict[str, Any]:
+    """The confirmatory family of one dataset, from its domains' shares and test cases.
+
+    The three sparsest and three densest domains (by the prepared data's interaction share,
+    ties by name) among those with at least ``MIN_CASES`` test cases; on MovieLens the
+    paper's Film-Noir and Horror lead. The ``fixed`` group's target is Film-Noir on MovieLens,
+    else the sparsest domain of the family.
+    """
+    shares = meta["domains"]
+    eligible = sorted(
+        (d for d in shares if cases.get(d, 0) >= MIN_CASES), key=lambda d: (shares[d]["share"], d)
+    )
+    sparse = eligible[:FAMILY_SIZE]
+    dense = [d for d in eligible[::-1][:FAMILY_SIZE] if d not in sparse]
+    paper = [d for d in PAPER_DOMAINS.get(DATASETS[key].family, ()) if d in shares]
+    family = list(dict.fromkeys(paper + sparse + dense))
+    fixed = PAPER_SPARSE if PAPER_SPARSE in paper else (sparse[0] if sparse else None)
+    return {
+        "family": family,
+        "paper": paper,
+        "sparse": sparse,
+        "dense": dense,
+        "fixed_domain": fixed,
+        "test_cases": {d: cases.get(d, 0) for d in family},
+        "share": {d: shares[d]["share"] for d in family},
+    }
 
 
-def plan_runs(args: argparse.Namespace, prepared: dict[str, Any]) -> list[Run]:
+def make_plan(args: argparse.Namespace, dataset_dirs: dict[str, Path]) -> dict[str, Any]:
+    """The plan of this invocation; its families come from ``OUT/plan.json`` when it exists."""
+    from dwrec.data.dataset import load_dataset
+
+    plan_path = args.out / "plan.json"
+    stored = json.loads(plan_path.read_text()) if plan_path.exists() else None
+    plan: dict[str, Any] = {
+        "version": PLAN_VERSION,
+        "budget": args.budget,
+        "seeds": args.seeds,
+        "epochs": args.epochs or BUDGETS[args.budget]["epochs"],
+        "patience": args.patience,
+        "models": args.models,
+        "groups": args.groups,
+        "datasets": {},
+    }
+    for key, path in dataset_dirs.items():
+        dataset = load_dataset(path)
+        old = (stored or {}).get("datasets", {}).get(key)
+        if old is not None and old["fingerprint"] == dataset.fingerprint:
+            declared = old["declared"]  # declared once, never recomputed
+        elif old is not None:
+            raise SystemExit(
+                f"reproduce_paper: {plan_path} declared {key}'s family on another dataset "
+                f"(fingerprint {old['fingerprint']}, now {dataset.fingerprint}); use another "
+                "--out"
+            )
+        else:
+            declared = declare_family(key, dataset.meta, test_cases_per_domain(path))
+        plan["datasets"][key] = {
+            "family": DATASETS[key].family,
+            "fingerprint": dataset.fingerprint,
+            "declared": declared,
+            "settings": {m: settings_for(args.budget, key, m) for m in args.models},
+        }
+    if stored is not None:
+        check_stored_plan(args)
+        merged = dict(stored["datasets"], **plan["datasets"])
+        plan["datasets"] = merged
+    write_text(plan_path, json.dumps(plan, indent=2, sort_keys=True) + "\n")
+    return plan
+
+
+def check_stored_plan(args: argparse.Namespace) -> None:
+    """Refuse (before any work) an ``--out`` whose plan.json has other budget settings."""
+    plan_path = args.out / "plan.json"
+    if not plan_path.exists():
+        return
+    stored = json.loads(plan_path.read_text())
+    asked = {
+        "budget": args.budget,
+        "seeds": args.seeds,
+        "epochs": args.epochs or BUDGETS[args.budget]["epochs"],
+        "patience": args.patience,
+    }
+    for name, value in asked.items():
+        if stored.get(name) != value:
+            raise SystemExit(
+                f"reproduce_paper: {plan_path} was made with {name}={stored.get(name)!r}, "
+                f"this invocation asks {value!r}; use another --out"
+            )
+
+
+def write_text(path: Path, text: str) -> None:
+    from dwrec.io import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def known_models(wanted: list[str]) -> list[str]:
+    """``wanted`` less the models the installed dwrec lacks (each named in a note)."""
+    from dwrec.models.registry import model_names
+
+    names = set(model_names())
+    missing = [m for m in wanted if m not in names]
+    for model in missing:
+        log(f"note: model {model!r} is not in this dwrec (models: {', '.join(sorted(names))}); "
+            "its runs are skipped and its claims are 'not testable here'")  # fmt: skip
+    return [m for m in wanted if m in names]
+
+
+def plan_runs(args: argparse.Namespace, plan: dict[str, Any], models: list[str]) -> list[Run]:
+    """Every run of the plan, in order: dataset, seed, then group (a prior after its inputs)."""
     runs = []
     for key in args.datasets:
-        meta = prepared[key].meta
-        for model in args.models:
-            base = dict(SETTINGS[args.budget][model])
-            base["epochs"] = args.epochs or BUDGETS[args.budget]["epochs"][key]
-            for seed in range(args.seeds):
-                for loss in args.losses if model != "pop" else ["generic"]:
-                    options = dict(base, seed=seed, device=args.device)
-                    if loss == "fixed":
-                        options["weight_domains"] = [fixed_domain(key, meta)]
-                        options["fixed_weight"] = 2.0
-                    path = args.out / "runs" / key / f"{model}-{loss}-s{seed}"
-                    runs.append(Run(key, model, loss, seed, path, options))
+        declared = plan["datasets"][key]["declared"]
+        for seed in range(args.seeds):
+            for group in all_groups():
+                if group.model not in models:
+                    continue
+                if group.model in MODELS and group.name not in args.groups:
+                    continue
+                options = dict(settings_for(args.budget, key, group.model))
+                options.update(dict(group.options))
+                caps = BUDGETS[args.budget]["epochs"]
+                options.setdefault("patience", args.patience)  # quick: per model
+                options.update(epochs=args.epochs or caps.get(key, caps["*"]), seed=seed,
+                               device=args.device, label=group.label)  # fmt: skip
+                if group.name == "fixed":
+                    if declared["fixed_domain"] is None:
+                        continue
+                    options.update(weight_domains=[declared["fixed_domain"]], fixed_weight=2.0)
+                name = f"{group.model}-{group.name}-s{seed}"
+                runs.append(Run(key, group, seed, args.out / "runs" / key / name, options))
     return runs
+
+
+def find_run(runs: list[Run], run: Run, name: str) -> Run:
+    return next(
+        r
+        for r in runs
+        if (r.dataset, r.group.model, r.group.name, r.seed)
+        == (run.dataset, run.group.model, name, run.seed)
+    )
 
 
 def run_state(run: Run) -> str:
@@ -220,6 +464,8 @@ def run_state(run: Run) -> str:
 
     if (run.path / "metrics.json").exists():
         return "evaluated"
+    if not run.trains:
+        return "new"
     if is_finished(run.path):
         return "trained"
     if (run.path / "last.pt").exists():
@@ -227,194 +473,535 @@ def run_state(run: Run) -> str:
     return "new"
 
 
+# -- the estimate ---------------------------------------------------------------------------
+
+
 class _Probe(Exception):
     """Raised from the training callback to end a timing probe."""
 
 
-def probe_step_seconds(args: argparse.Namespace, prepared: dict[str, Any], runs: list[Run]):
-    """Seconds per training step and steps per epoch of each (dataset, model), measured.
-
-    Trains ``--probe-steps`` + 1 steps of the ``generic`` run's settings in a scratch run
-    dir (the first step, which pays one-off set-up costs, is not counted) and times a
-    validation pass. Returns ``{(dataset, model): (step_s, steps_per_epoch, valid_s)}``.
-    """
-    import shutil
+def probe(args: argparse.Namespace, dataset_dirs: dict[str, Path], runs: list[Run]):
+    """Seconds per step, steps per epoch and seconds per validation of each (dataset,
+    model), measured on ``--probe-steps`` real steps of the generic run's settings (the first
+    step, which pays one-off costs, is not counted)."""
     import tempfile
 
+    import torch
+
     import dwrec
-    from dwrec.data.dataset import load_dataset
-    from dwrec.data.split import make_split
-    from dwrec.train.config import resolve
 
+    threads = max(torch.get_num_threads(), 1)
     timings = {}
-    pairs = sorted({(r.dataset, r.model) for r in runs if run_state(r) != "evaluated"})
+    pairs = sorted(
+        {(r.dataset, r.group.model) for r in runs if r.trains and run_state(r) != "evaluated"}
+    )
     for key, model in pairs:
-        options = dict(next(r for r in runs if (r.dataset, r.model) == (key, model)).options)
-        options.update(epochs=1, seed=0, weight_domains=None, fixed_weight=None)
-        config = resolve(dict(options, model=model))  # the settings dwrec.train will use
+        generic = next(
+            r for r in runs if (r.dataset, r.group.model, r.group.name) == (key, model, "generic")
+        )
+        options = dict(generic.options, epochs=1)
         stamps: list[float] = []
+        cpu: list[float] = []
+        info: dict[str, Any] = {}
 
-        def callback(event, info, stamps=stamps):
+        def callback(event, data, stamps=stamps, cpu=cpu, info=info):
             if event == "step":
                 stamps.append(time.perf_counter())
+                cpu.append(time.process_time())
+                info.update(data)
                 if len(stamps) > args.probe_steps:
                     raise _Probe
+            elif event == "epoch":
+                info["epoch_record"] = data
 
         scratch = Path(tempfile.mkdtemp(prefix="dwrec-probe-"))
+        started = time.perf_counter()
         try:
-            dwrec.train(prepared[key].path, model=model, loss="generic", out=scratch / "run",
+            dwrec.train(dataset_dirs[key], model=model, loss="generic", out=scratch / "run",
                         quiet=True, callback=callback, **options)  # fmt: skip
         except _Probe:
-            pass  # otherwise a whole epoch ran in fewer steps than the probe asked for
+            pass
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        step_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else 0.0
-        dataset = load_dataset(prepared[key].path)
-        split = make_split(dataset)
-        timings[(key, model)] = (
-            step_s,
-            _steps_per_epoch(dataset, split, config),
-            _time_validation(dataset, split, model, config),
-        )
+        wall = time.perf_counter() - started
+        step_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else wall
+        # CPU seconds per step over the threads in use: the step time of an idle machine
+        cpu_s = (cpu[-1] - cpu[0]) / (len(cpu) - 1) / threads if len(cpu) > 1 else step_s
+        steps = steps_per_epoch(dataset_dirs[key], model, options)
+        timings[(key, model)] = (step_s, steps, cpu_s)
+        log(f"  probe {key} {model}: {step_s * 1000:.0f} ms/step wall, {cpu_s * 1000:.0f} ms "
+            f"CPU/{threads} thread(s), x {steps} steps/epoch")  # fmt: skip
     return timings
 
 
-def _steps_per_epoch(dataset, split, config) -> int:
+def steps_per_epoch(dataset_dir: Path, model: str, options: dict[str, Any]) -> int:
+    from dwrec.data.dataset import load_dataset
+    from dwrec.data.split import make_split
     from dwrec.train.batches import n_batches, training_windows
+    from dwrec.train.config import resolve
 
-    windows = training_windows(dataset, split, config.model.max_len)
+    config = resolve(dict(options, model=model))
+    dataset = load_dataset(dataset_dir)
+    windows = training_windows(dataset, make_split(dataset), config.model.max_len)
     return n_batches(len(windows), config.train.batch_size)
 
 
-def _time_validation(dataset, split, model: str, config) -> float:
-    """Wall seconds of one validation pass of an untrained model of these settings."""
-    from dwrec.eval.evaluator import evaluate_model
-    from dwrec.models.registry import build_model
-
-    net = build_model(model, dataset.n_items, config.model).eval()
-    start = time.perf_counter()
-    evaluate_model(net, dataset, split, which="valid", ks=(10,))
-    return time.perf_counter() - start
+VALIDATION_SHARE = 0.15  # validation + evaluation time as a share of an epoch's training
 
 
-def estimate(runs: list[Run], timings) -> float:
-    """Upper bound in seconds: every unfinished run trains to its epoch cap."""
-    seconds = 0.0
+def estimate(runs: list[Run], timings, epochs: int, column: int = 0) -> tuple[float, float]:
+    """(expected, upper bound) seconds of the unfinished runs: ``epochs`` epochs per run as
+    expected (early stopping), the run's epoch cap as the bound; a validation pass is counted
+    as ``VALIDATION_SHARE`` of an epoch. ``column`` 0: measured wall time per step; 2: CPU
+    time per step and thread (what an idle machine would take)."""
+    expected = bound = 0.0
     for run in runs:
-        state = run_state(run)
-        if state == "evaluated":
+        if not run.trains or run_state(run) in ("evaluated", "trained"):
             continue
-        step_s, steps, valid_s = timings[(run.dataset, run.model)]
-        epochs = run.options["epochs"]
-        if state == "partial":
-            epochs = max(epochs - _epochs_done(run.path), 0)
-        if state in ("new", "partial"):
-            seconds += epochs * (steps * step_s + valid_s)
-        seconds += 2 * valid_s  # the test evaluation (all cohorts, two metrics)
-    return seconds
+        timing = timings.get((run.dataset, run.group.model), (0.0, 0, 0.0))
+        step_s, steps = timing[column], timing[1]
+        epoch_s = steps * step_s * (1 + VALIDATION_SHARE)
+        done, cap = epochs_done(run.path), run.options["epochs"]
+        expected += max(min(epochs, cap) - done, 1) * epoch_s
+        bound += max(cap - done, 0) * epoch_s
+    return expected, bound
 
 
-def _epochs_done(run_dir: Path) -> int:
-    log = run_dir / "log.jsonl"
-    if not log.exists():
-        return 0
-    return sum(1 for line in log.read_text().splitlines() if line.strip())
+def epochs_done(run_dir: Path) -> int:
+    return len(read_log(run_dir))
 
 
-def train_and_evaluate(run: Run) -> None:
+def read_log(run_dir: Path) -> list[dict]:
+    path = run_dir / "log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def execute(run: Run, runs: list[Run], dataset_dirs: dict[str, Path]) -> None:
     import dwrec
-    from dwrec.eval.evaluator import evaluate_run
+    from dwrec.eval.prior import evaluate_prior_shift
 
+    device, cap = run.options["device"], run.options["epochs"]
+    if not run.trains:
+        generic, dynamic = find_run(runs, run, "generic"), find_run(runs, run, "dynamic")
+        evaluate_prior_shift(generic.path, dynamic.path, label=run.group.label, out=run.path,
+                             device=device)  # fmt: skip
+        return
     state = run_state(run)
     if state == "partial":
-        dwrec.train(resume=run.path, quiet=True, device=run.options["device"])
+        dwrec.train(resume=run.path, quiet=True, device=device)
     elif state == "new":
         if run.path.exists() and any(run.path.iterdir()):
-            raise SystemExit(f"reproduce_paper: {run.path} holds an unfinished run without "
-                             "last.pt; remove it and run again")  # fmt: skip
-        # The dataset dir is passed by path so that runs never pick "the most recent".
-        dataset = run.path.parents[2] / "datasets" / run.dataset
-        dwrec.train(dataset, model=run.model, loss=run.loss, out=run.path, quiet=True,
-                    **run.options)  # fmt: skip
-    if run_state(run) != "evaluated":
-        evaluate_run(run.path, device=run.options["device"])
+            shutil.rmtree(run.path)  # stopped before its first checkpoint: start again
+        run.path.parent.mkdir(parents=True, exist_ok=True)
+        options = {k: v for k, v in run.options.items()}
+        dwrec.train(dataset_dirs[run.dataset], model=run.group.model, loss=run.group.loss,
+                    out=run.path, quiet=True, **options)  # fmt: skip
+    if stopped_by_cap(run.path, cap):
+        log(f"  WARNING: {run.label} reached the epoch cap ({cap}) without stopping early: "
+            "flagged in the tables")  # fmt: skip
+    elif json.loads((run.path / "train_done.json").read_text())["epochs_run"]:
+        summary = json.loads((run.path / "train_done.json").read_text())
+        log(f"  {run.label}: stopped early after {summary['epochs_run']} epochs (best "
+            f"{summary['best_epoch']}; cap {cap} not reached)")  # fmt: skip
+    dwrec.evaluate(run.path, device=device)
 
 
-def write_reports(args, prepared, runs) -> str:
-    """One report per (dataset, model) with baseline ``MODEL+generic``; returns the summary."""
+def stopped_by_cap(run_dir: Path, cap: int) -> bool:
+    done = run_dir / "train_done.json"
+    if not done.exists():
+        return False
+    summary = json.loads(done.read_text())
+    return not summary.get("stopped_early") and summary.get("epochs_run", 0) >= cap
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+
+def report_json(paths: list[Path], baseline: str, declared: dict, args, **extra) -> dict:
+    """``dwrec report`` of ``paths`` as parsed JSON (the family declared, its rows shown)."""
     from dwrec.report import report, write_report
 
-    sections = []
-    for key in args.datasets:
-        dataset_runs = [r for r in runs if r.dataset == key]
-        sections.append(f"## {key}: overall test metrics\n\n{overall_table(dataset_runs)}")
-        if len(args.losses) < 2:
-            continue  # nothing to compare with the baseline
-        meta = prepared[key].meta
-        sparse, dense = sparse_and_dense(meta)
-        focus = sparse + [d for d in dense if d not in sparse]
-        if PAPER_DOMAIN in meta["domains"] and PAPER_DOMAIN not in focus:
-            focus.insert(0, PAPER_DOMAIN)
-        for model in args.models:
-            dirs = [r.path for r in dataset_runs if r.model == model]
-            if model == "pop":
-                continue  # pop ignores the loss: every row would equal the baseline
-            result = report(dirs, domains=focus, baseline=f"{model}+generic",
-                            cohorts=("target", "power"), bootstrap=args.bootstrap)  # fmt: skip
-            path = args.out / f"report-{key}-{model}.md"
-            markdown = write_report(result, "md", path)
-            body = markdown.split("\n", 1)[1].replace("\n## ", "\n#### ")  # under our headings
-            sections.append(f"## {key}: {model}, sparse vs dense domains\n{body}")
-    return "\n\n".join(sections)
+    # paths relative to OUT (the caller's working directory): no machine paths in the tables
+    result = report([str(p.relative_to(args.out)) for p in paths], baseline=baseline, domains=declared["family"],
+                    family=declared["family"], bootstrap=args.bootstrap, min_cases=MIN_CASES,
+                    metrics=list(METRICS), **extra)  # fmt: skip
+    return json.loads(write_report(result, "json")), write_report(result, "md")
+
+
+def done(runs: list[Run]) -> list[Run]:
+    return [r for r in runs if run_state(r) == "evaluated"]
+
+
+def dataset_reports(args, key: str, plan: dict, runs: list[Run]) -> dict[str, Any]:
+    """Every report of one dataset: per backbone (groups vs generic), dynamic vs the prior
+    shift, and dynamic vs each competitor. Returns name -> (json, markdown)."""
+    declared = plan["datasets"][key]["declared"]
+    mine = [r for r in done(runs) if r.dataset == key]
+    reports: dict[str, Any] = {}
+
+    def paths(model: str, names: tuple[str, ...] | None = None) -> list[Path]:
+        return [
+            r.path
+            for r in mine
+            if r.group.model == model and (names is None or r.group.name in names)
+        ]
+
+    for model in MODELS:
+        groups = {r.group.name for r in mine if r.group.model == model}
+        if "generic" in groups and len(groups) > 1:
+            reports[f"{model}"] = report_json(paths(model), f"{model}+generic", declared, args)
+        if {"prior", "dynamic"} <= groups:
+            reports[f"{model}-vs-prior"] = report_json(
+                paths(model, ("prior", "dynamic")), f"{model}+generic+prior", declared, args
+            )
+    for competitor in COMPETITORS:
+        theirs = paths(competitor)
+        dynamic = paths("sasrec", ("dynamic",))
+        if theirs and dynamic:
+            reports[f"sasrec-dynamic-vs-{competitor}"] = report_json(
+                theirs + dynamic, f"{competitor}+generic", declared, args, allow_mismatch=True
+            )
+    return reports
 
 
 def overall_table(runs: list[Run]) -> str:
-    """Mean test HR@10 / NDCG@10 per model and loss over seeds, with epochs and train time."""
-    rows: dict[tuple[str, str], list[dict]] = {}
+    """Mean (sd) test Recall@10 / NDCG@10 over seeds, epochs and the cap flag (no times)."""
+    rows: dict[str, list[Run]] = {}
     for run in runs:
-        metrics = json.loads((run.path / "metrics.json").read_text())
-        log_path = run.path / "log.jsonl"
-        log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-        rows.setdefault((run.model, run.loss), []).append(
-            {"metrics": metrics["overall"], "log": log}
-        )
+        rows.setdefault(run.group.label, []).append(run)
     lines = [
-        "| model | loss | seeds | HR@10 | NDCG@10 | epochs (mean) | train s (mean) |",
+        "| group | objective | seeds | Recall@10 | NDCG@10 | epochs (best) | capped |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for (model, loss), items in rows.items():
-        n = len(items)
-        hr = sum(i["metrics"]["recall@10"] for i in items) / n
-        ndcg = sum(i["metrics"]["ndcg@10"] for i in items) / n
-        epochs = sum(sum(1 for rec in i["log"] if rec["epoch"] > 0) for i in items) / n
-        secs = sum(sum(rec["seconds"] for rec in i["log"]) for i in items) / n
-        lines.append(
-            f"| {model} | {loss} | {n} | {hr:.4f} | {ndcg:.4f} | {epochs:.1f} | {secs:.0f} |"
-        )
+    for label, members in rows.items():
+        metrics = [json.loads((r.path / "metrics.json").read_text()) for r in members]
+        objective = dict(members[0].group.options).get("objective", "ce")
+        if members[0].group.name in ("dsl", "mml"):
+            objective = members[0].group.name
+        cells = []
+        for metric in METRICS:
+            values = [m["overall"][metric] for m in metrics]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{statistics.fmean(values):.4f} ({sd:.4f})")
+        if members[0].trains:
+            summaries = [json.loads((r.path / "train_done.json").read_text()) for r in members]
+            epochs = "/".join(f"{s['epochs_run']} ({s['best_epoch']})" for s in summaries)
+            capped = sum(stopped_by_cap(r.path, r.options["epochs"]) for r in members)
+            capped_cell = f"**{capped}**" if capped else "0"
+        else:
+            taus = [m.get("prior", {}).get("tau") for m in metrics]
+            epochs = "tau " + "/".join(f"{t:g}" for t in taus if t is not None)
+            capped_cell = "-"
+        lines.append(f"| {label} | {objective} | {len(members)} | {cells[0]} | {cells[1]} | "
+                     f"{epochs} | {capped_cell} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:+.1%}"
+
+
+def figure(cells: list) -> str:
+    """``where: lift [low, high] p=...`` per cell, for the verdict table."""
+    return "; ".join(
+        f"{c.where}: {pct(c.lift)} [{pct(c.lift_low)}, {pct(c.lift_high)}] p={c.p:.3g}"
+        + ("*" if c.significant else "")
+        for c in cells
+    )
+
+
+def verdict_rows(args, plan, reports: dict[str, dict], models: list[str]) -> list[dict]:
+    """Claims 1-5 from the reports' JSON (claim 6 needs wall times: see :func:`overhead`)."""
+    from dwrec.report import verdict as rule
+
+    def cells(dataset, name, group, domains):
+        data = reports.get(dataset, {}).get(name)
+        if data is None:
+            return []
+        versus = f" vs {name.split('-vs-')[1]}" if "-vs-" in name else ""
+        return rule.cells_from_report(data[0], group, domains, METRICS,
+                                      where=f"{dataset} {group}{versus}")  # fmt: skip
+
+    movielens = [k for k in args.datasets if DATASETS[k].family == "MovieLens"]
+    rows = []
+    film = [
+        c for k in movielens for m in MODELS for c in cells(k, m, f"{m}+dynamic", ["Film-Noir"])
+    ]
+    v = rule.improvement(film, "no MovieLens dataset with Film-Noir in this plan")
+    inside = rule.paper_inside(film, PAPER_FILM_NOIR)
+    v = rule.Verdict(v.verdict, v.reason + (f"; {inside}" if inside else ""))
+    rows.append({"claim": "1. Film-Noir: dynamic vs generic", "paper": "Recall@10 +52.4%, NDCG@10 +74.5%",
+                 "dwrec": figure(film), **vars(v)})  # fmt: skip
+    horror = [c for k in movielens for m in MODELS for c in cells(k, m, f"{m}+dynamic", ["Horror"])]
+    v = rule.non_inferiority(horror, untestable="no MovieLens dataset with Horror in this plan")
+    rows.append({"claim": "2. Horror maintained or slightly improved", "paper": "maintained or slightly improved",
+                 "dwrec": figure(horror), **vars(v)})  # fmt: skip
+    dense = [
+        c
+        for k in args.datasets
+        for m in MODELS
+        for c in cells(k, m, f"{m}+dynamic", plan["datasets"][k]["declared"]["dense"])
+    ]
+    v = rule.non_inferiority(dense)
+    rows.append({"claim": "3. dense domains not harmed", "paper": "not harmed",
+                 "dwrec": figure(dense), **vars(v)})  # fmt: skip
+    competitor_cells = [
+        c
+        for k in args.datasets
+        for comp in COMPETITORS
+        for c in cells(k, f"sasrec-dynamic-vs-{comp}", "sasrec+dynamic",
+                       plan["datasets"][k]["declared"]["sparse"])
+    ]  # fmt: skip
+    missing = [c for c in COMPETITORS if c not in models]
+    v = rule.improvement(
+        competitor_cells, "competitor models not in this dwrec: " + ", ".join(missing)
+    )
+    if missing and v.verdict == "reproduced":
+        v = rule.Verdict("partly", v.reason + "; not run: " + ", ".join(missing))
+    rows.append({"claim": "4. dynamic beats SIGMA, CALRec, SparseEnNet on sparse domains",
+                 "paper": "better on sparse domains", "dwrec": figure(competitor_cells),
+                 **vars(v)})  # fmt: skip
+    per_family = {}
+    for family in FAMILIES:
+        fam_cells = [
+            c
+            for k in args.datasets
+            if DATASETS[k].family == family
+            for m in MODELS
+            for c in cells(k, m, f"{m}+dynamic", plan["datasets"][k]["declared"]["sparse"])
+        ]
+        if fam_cells:
+            per_family[family] = rule.improvement(fam_cells)
+    v = rule.across_families(per_family, FAMILIES)
+    rows.append({"claim": "5. same pattern on all four dataset families",
+                 "paper": "MovieLens, Last.fm, Amazon, Yelp",
+                 "dwrec": "; ".join(f"{f}: {x.reason}" for f, x in per_family.items()),
+                 **vars(v)})  # fmt: skip
+    return rows
+
+
+def verdict_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| claim | paper | dwrec: lift [95% CI over seeds and cases] corrected p (* significant) "
+        "| verdict | reason |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [row["claim"], row["paper"], row["dwrec"] or "-", f"**{row['verdict']}**",
+                 row["reason"]]  # fmt: skip
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def prior_answer(args, reports) -> tuple[str, list[dict]]:
+    """Does dynamic beat generic+prior on the sparse domains (at equal overall cost: tau
+    matched on validation)? One improvement verdict per dataset and backbone."""
+    from dwrec.report import verdict as rule
+
+    lines = ["| dataset | model | dynamic vs generic+prior, sparse domains | answer |",
+             "|---|---|---|---|"]  # fmt: skip
+    rows = []
+    for key in args.datasets:
+        for model in MODELS:
+            data = reports.get(key, {}).get(f"{model}-vs-prior")
+            if data is None:
+                continue
+            sparse = args.plan["datasets"][key]["declared"]["sparse"]
+            found = rule.cells_from_report(data[0], f"{model}+dynamic", sparse, METRICS)
+            v = rule.improvement(found)
+            answer = {"reproduced": "yes", "partly": "in part", "not reproduced": "no"}.get(
+                v.verdict, "not testable"
+            )
+            rows.append({"dataset": key, "model": model, "answer": answer, "reason": v.reason})
+            lines.append(f"| {key} | {model} | {figure(found) or '-'} | **{answer}** "
+                         f"({v.reason}) |")  # fmt: skip
+    return "\n".join(lines), rows
+
+
+def write_tables(args, plan, runs: list[Run], models: list[str], skipped: list[str]) -> dict:
+    """Rewrite ``OUT/tables`` from the run dirs (deterministic: no times, no dates)."""
+    tables = args.out / "tables"
+    reports = {}
+    for key in args.datasets:
+        mine = [r for r in runs if r.dataset == key]
+        with contextlib.chdir(args.out):
+            reports[key] = dataset_reports(args, key, plan, runs)
+        declared = plan["datasets"][key]["declared"]
+        parts = [
+            f"# {key} ({DATASETS[key].family})",
+            "",
+            f"Confirmatory family (declared in plan.json before training): "
+            f"{', '.join(declared['family'])}; sparse: {', '.join(declared['sparse'])}; dense: "
+            f"{', '.join(declared['dense'])}; fixed target: {declared['fixed_domain']}.",
+            "",
+            "## Overall test metrics (mean (sd) over seeds)",
+            "",
+            overall_table(mine),
+        ]
+        for name, (_, markdown) in reports[key].items():
+            body = markdown.split("\n", 1)[1].replace("\n## ", "\n### ")
+            parts += ["", f"## {name}", body.rstrip()]
+        write_text(tables / f"{key}.md", "\n".join(parts) + "\n")
+        data = {
+            "dataset": key,
+            "family": DATASETS[key].family,
+            "declared": declared,
+            "reports": {name: value[0] for name, value in reports[key].items()},
+        }
+        write_text(tables / f"{key}.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
+    args.plan = plan
+    rows = verdict_rows(args, plan, reports, models)
+    prior_md, prior_rows = prior_answer(args, reports)
+    notes = [f"- model `{m}` is not in this dwrec: its runs were skipped." for m in skipped]
+    text = "\n".join(
+        [
+            f"# Verdicts ({args.budget} budget)",
+            "",
+            verdict_markdown(rows),
+            "",
+            "Claim 6 (overhead) is measured from wall times: see timing.md.",
+            *([""] + notes if notes else []),
+            "",
+            "## Prior-shift control: does dynamic beat generic+prior on sparse domains?",
+            "",
+            "generic+prior: the generic run's scores plus tau * log w(item), w the dynamic "
+            "run's final domain weights, tau matched on validation to dynamic's overall "
+            "NDCG@10 (equal overall cost).",
+            "",
+            prior_md,
+        ]
+    )
+    write_text(tables / "verdict.md", text + "\n")
+    write_text(tables / "verdict.json",
+               json.dumps({"claims": rows, "prior_shift": prior_rows, "skipped_models": skipped},
+                          indent=2, sort_keys=True) + "\n")  # fmt: skip
+    return reports
+
+
+def step_seconds(run_dir: Path) -> float:
+    """Training seconds per optimiser step over the whole run (validation excluded)."""
+    records = [r for r in read_log(run_dir) if r.get("epoch", 0) > 0]
+    if not records or not records[-1].get("step"):
+        return math.nan
+    return sum(r["seconds"] for r in records) / records[-1]["step"]
+
+
+def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[str, dict]:
+    """The runs table (wall times) and claim 6 (overhead of dynamic over generic per step)."""
+    from dwrec.report import verdict as rule
+
+    lines = ["| run | epochs | stopped | train s | ms/step |", "|---|---:|---|---:|---:|"]
+    for run in done(runs):
+        if not run.trains:
+            continue
+        records = read_log(run.path)
+        seconds = sum(r["seconds"] for r in records)
+        stop = "cap" if stopped_by_cap(run.path, run.options["epochs"]) else "early"
+        per_step = step_seconds(run.path)
+        if not math.isfinite(per_step):  # pop: fitted, no steps
+            stop, step_cell = "fitted", "-"
+        else:
+            step_cell = f"{per_step * 1000:.1f}"
+        lines.append(f"| {run.label} | {len(records)} | {stop} | {seconds:.0f} | {step_cell} |")
+    ratios = []
+    for run in done(runs):
+        if run.group.name == "dynamic" and run.group.model in MODELS:
+            generic = find_run(runs, run, "generic")
+            if run_state(generic) == "evaluated":
+                ratios.append(step_seconds(run.path) / step_seconds(generic.path) - 1)
+    v = rule.overhead(ratios)
+    claim = {"claim": "6. overhead under 1% of training time", "paper": "< 1%",
+             "dwrec": ", ".join(pct(r) for r in ratios) or "-", **vars(v)}  # fmt: skip
+    text = "\n".join(
+        [
+            f"# Timing ({args.budget} budget)",
+            "",
+            f"- machine: {machine()}",
+            f"- wall time of this invocation: {clock(time.perf_counter() - started)} "
+            f"(estimate printed before: {clock(estimate_s)})",
+            "",
+            "## Claim 6: per-step time of dynamic vs generic (paired by dataset, model, seed)",
+            "",
+            verdict_markdown([claim]),
+            "",
+            "## Every run's wall time",
+            "",
+            *lines,
+        ]
+    )
+    return text, claim
 
 
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{os.cpu_count()} CPU cores ({cpu}), {device}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")  # fmt: skip
+    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+            f"{device}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"Python {platform.python_version()}")  # fmt: skip
 
 
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+def plot(args, reports: dict) -> str:
+    """Lift of SASRec dynamic over generic (NDCG@10) against domain share, every dataset."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "lift-vs-share plot skipped: matplotlib is not installed (pip install matplotlib)"
+    figure_, axes = plt.subplots(figsize=(6, 4))
+    drawn = 0
+    for key in args.datasets:
+        data = reports.get(key, {}).get("sasrec")
+        if data is None:
+            continue
+        shares = {d["domain"]: d["share"] for d in data[0]["domains"]}
+        xs, ys = [], []
+        for table in data[0]["tables"]:
+            for row in table["rows"]:
+                cell = row["cells"].get("ndcg@10", {})
+                if row["group"] == "sasrec+dynamic" and cell.get("lift") is not None:
+                    if shares.get(row["domain"]):
+                        xs.append(shares[row["domain"]])
+                        ys.append(100 * cell["lift"])
+        if xs:
+            axes.scatter(xs, ys, label=key)
+            drawn += 1
+    if not drawn:
+        plt.close(figure_)
+        return "lift-vs-share plot skipped: no SASRec dynamic vs generic report yet"
+    axes.set_xscale("log")
+    axes.axhline(0, color="grey", linewidth=0.8)
+    axes.set_xlabel("domain share of training interactions")
+    axes.set_ylabel("NDCG@10 lift of dynamic over generic (%)")
+    axes.set_title("SASRec: lift vs domain share, declared family domains")
+    axes.legend(fontsize=8)
+    figure_.tight_layout()
+    path = args.out / "lift-vs-share.png"
+    figure_.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(figure_)
+    return f"plot: {path.name}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    tune_malloc()  # as the dwrec command does (dwrec/runtime.py)
+    from dwrec.runtime import tune_malloc
 
+    tune_malloc()  # as the dwrec command does
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("DWREC_HOME", str(args.out / "home"))
@@ -423,46 +1010,74 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv
     )
     started = time.perf_counter()
-    prepared = prepare_datasets(args)
-    runs = plan_runs(args, prepared)
+    log(f"reproduce_paper ({args.budget}): {command}")
+    check_stored_plan(args)
+    dataset_dirs = prepare_datasets(args)
+    plan = make_plan(args, dataset_dirs)
+    for key in args.datasets:
+        declared = plan["datasets"][key]["declared"]
+        log(f"family {key}: {', '.join(declared['family'])} (fixed target "
+            f"{declared['fixed_domain']}; test cases {declared['test_cases']})")  # fmt: skip
+    models = known_models(args.models)
+    skipped = [m for m in args.models if m not in models]
+    runs = plan_runs(args, plan, models)
     states = [run_state(r) for r in runs]
-    print(f"plan: {len(runs)} runs ({states.count('evaluated')} done, "
-          f"{states.count('trained') + states.count('partial')} to finish, "
-          f"{states.count('new')} new) under {args.out}")  # fmt: skip
-    timings = probe_step_seconds(args, prepared, runs)
-    for (key, model), (step_s, steps, valid_s) in sorted(timings.items()):
-        print(f"  {key} {model}: {step_s * 1000:.0f} ms/step x {steps} steps/epoch "
-              f"+ {valid_s:.1f} s validation")  # fmt: skip
-    bound = estimate(runs, timings)
-    print(f"estimate: at most {_clock(bound)} (every run to its epoch cap; early stopping "
-          "usually ends sooner)", flush=True)  # fmt: skip
+    log(f"plan: {len(runs)} runs ({states.count('evaluated')} done, "
+        f"{states.count('trained') + states.count('partial')} to finish, "
+        f"{states.count('new')} new) under {args.out}; plan in plan.json")  # fmt: skip
+    expected = 0.0
+    if not args.no_probe:
+        timings = probe(args, dataset_dirs, runs)
+        epochs = BUDGETS[args.budget]["expected_epochs"]
+        expected, bound = estimate(runs, timings, epochs)
+        idle, _ = estimate(runs, timings, epochs, column=2)
+        per_dataset = {
+            key: estimate([r for r in runs if r.dataset == key], timings, epochs, column=2)[0]
+            for key in args.datasets
+        }
+        if skipped:
+            untimed = len(args.datasets) * args.seeds * len(skipped)
+            log(f"  not in the estimate: {untimed} runs of {', '.join(skipped)} (not installed)")
+        log("estimate on an idle machine (CPU time per step / threads): about "
+            f"{clock(idle)}; per dataset: "
+            + ", ".join(f"{k} {clock(v)}" for k, v in per_dataset.items()))  # fmt: skip
+        log(f"estimate at the measured wall time per step (load average "
+            f"{os.getloadavg()[0]:.1f}): about {clock(expected)} (assuming "
+            f"{BUDGETS[args.budget]['expected_epochs']} epochs per run with early stopping, "
+            f"patience {args.patience}); at most {clock(bound)} if every run reached its epoch "
+            f"cap ({args.epochs or BUDGETS[args.budget]['epochs']})")  # fmt: skip
     if args.dry_run:
         return 0
-
     todo = [r for r in runs if run_state(r) != "evaluated"]
     for index, run in enumerate(todo, start=1):
         elapsed = time.perf_counter() - started
-        print(f"[{index}/{len(todo)}] {run.label} ({_clock(elapsed)} elapsed)", flush=True)
-        train_and_evaluate(run)
-
-    summary = write_reports(args, prepared, runs)
-    wall = time.perf_counter() - started
-    header = (
-        f"# Reproduction ({args.budget} budget)\n\n"
-        f"- command: `{command}`\n"
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-        f"- machine: {machine()}\n"
-        f"- load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
-        f"- wall time of this invocation: {_clock(wall)} ({len(todo)} runs trained or "
-        f"evaluated; the estimate printed before was at most {_clock(bound)})\n"
-        f"- settings: {json.dumps(SETTINGS[args.budget])}; epoch caps "
-        f"{json.dumps(BUDGETS[args.budget]['epochs'])}\n"
+        left = f", about {clock(max(expected - elapsed, 0))} left" if expected else ""
+        log(f"[{index}/{len(todo)}] {run.label} ({clock(elapsed)} elapsed{left})")
+        execute(run, runs, dataset_dirs)
+    reports = write_tables(args, plan, runs, models, skipped)
+    figure_note = plot(args, reports)
+    log(figure_note)
+    timing_md, claim6 = timing(args, runs, started, expected)
+    write_text(args.out / "timing.md", timing_md + "\n")
+    verdict = (args.out / "tables" / "verdict.md").read_text()
+    summary = "\n".join(
+        [
+            f"# Reproduction ({args.budget} budget)",
+            "",
+            f"- command: `{command}`",
+            f"- machine: {machine()}",
+            f"- {figure_note}",
+            "",
+            verdict.split("\n", 2)[2].rstrip(),
+            "",
+            verdict_markdown([claim6]),
+            "",
+            timing_md.split("\n", 2)[2].rstrip(),
+        ]
     )
-    text = header + "\n" + summary + "\n"
-    (args.out / "summary.md").write_text(text, encoding="utf-8")
-    if args.write:
-        args.write.write_text(text, encoding="utf-8")
-    print(f"summary: {args.out / 'summary.md'} ({_clock(wall)})")
+    write_text(args.out / "summary.md", summary + "\n")
+    log(f"tables: {args.out / 'tables'}; summary: {args.out / 'summary.md'} "
+        f"({clock(time.perf_counter() - started)})")  # fmt: skip
     return 0
 
 

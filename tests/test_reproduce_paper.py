@@ -1,65 +1,131 @@
-"""benchmarks/reproduce_paper.py: a tiny real plan end to end, then resumption."""
+"""benchmarks/reproduce_paper.py, driven as a subprocess: the plan declared before training,
+unknown models skipped with a note, and killing + rerunning ends with byte-identical tables."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-import pytest
 from conftest import shared_file
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_paper.py"
+from dwrec.models.registry import model_names
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "reproduce_paper.py"
+COMPETITORS = ("sigma", "calrec", "sparseennet")
+# a tiny plan: ML-100K, SASRec generic and dynamic and the prior-shift control, 2 epochs
+TINY = ["--budget", "quick", "--datasets", "ml-100k", "--models", "sasrec", "--groups",
+        "generic", "dynamic", "prior", "--epochs", "2", "--seeds", "1", "--threads", "1",
+        "--no-probe", "--bootstrap", "50"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("reproduce_paper", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def command(*args: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), *args]
 
 
-def test_quick_plan_trains_evaluates_reports_then_resumes(script, tmp_path, capsys):
+def env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+
+def run(*args: str) -> str:
+    done = subprocess.run(
+        command(*args), cwd=REPO, env=env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_plan_declares_families_before_training_and_skips_unknown_models(tmp_path):
+    data_root = shared_file("ml-100k").parent
+    out = tmp_path / "plan"
+    args = ["--budget", "quick", "--datasets", "ml-100k", "--data-root", str(data_root),
+            "--out", str(out), "--dry-run", "--no-probe", "--models", "sasrec", *COMPETITORS]  # fmt: skip
+    printed = run(*args)
+    plan = json.loads((out / "plan.json").read_text())
+    declared = plan["datasets"]["ml-100k"]["declared"]
+    # the paper's genres lead, then the 3 sparsest and 3 densest with >= 20 test cases
+    assert declared["family"][:2] == ["Film-Noir", "Horror"]
+    assert len(declared["sparse"]) == 3 and len(declared["dense"]) == 3
+    assert all(declared["test_cases"][d] >= 20 for d in declared["sparse"] + declared["dense"])
+    shares = declared["share"]
+    assert max(shares[d] for d in declared["sparse"]) < min(shares[d] for d in declared["dense"])
+    assert declared["fixed_domain"] == "Film-Noir"
+    assert "family ml-100k: Film-Noir, Horror" in printed
+    assert not (out / "runs").exists()  # a dry run trains nothing
+    known = set(model_names())
+    for model in COMPETITORS:
+        note = f"note: model {model!r} is not in this dwrec"
+        assert (note in printed) == (model not in known), printed
+    # sasrec: generic, fixed, dynamic, dynamic-up, prior, dsl, mml, adc; + known competitors
+    expected = 8 + sum(m in known for m in COMPETITORS)
+    assert f"plan: {expected} runs (0 done, 0 to finish, {expected} new)" in printed
+
+    # A later invocation reuses the declared family from plan.json: it cannot move.
+    plan["datasets"]["ml-100k"]["declared"]["family"] = ["Horror", "Drama"]
+    (out / "plan.json").write_text(json.dumps(plan))
+    assert "family ml-100k: Horror, Drama (" in run(*args)
+    # Another budget setting in the same folder is refused.
+    refused = subprocess.run(command(*args, "--epochs", "7"), cwd=REPO, env=env(),
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert refused.returncode != 0 and "was made with epochs=" in refused.stderr
+
+
+def tables(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "tables").iterdir())}
+
+
+def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     data_root = shared_file("ml-100k").parent
     out = tmp_path / "repro"
-    argv = ["--budget", "quick", "--datasets", "ml-100k", "--models", "sasrec", "--losses",
-            "generic", "fixed", "dynamic", "--epochs", "1", "--data-root", str(data_root),
-            "--out", str(out), "--probe-steps", "1", "--bootstrap", "50"]  # fmt: skip
-    assert script.main(argv) == 0
-    printed = capsys.readouterr().out
+    args = [*TINY, "--data-root", str(data_root), "--out", str(out)]
+    printed = run(*args)
     assert "plan: 3 runs (0 done, 0 to finish, 3 new)" in printed
-    assert "estimate: at most" in printed
-    runs = out / "runs" / "ml-100k"
-    assert sorted(p.name for p in runs.iterdir()) == [
-        "sasrec-dynamic-s0", "sasrec-fixed-s0", "sasrec-generic-s0",
-    ]  # fmt: skip
-    summary = (out / "summary.md").read_text()
-    assert "| sasrec | dynamic | 1 |" in summary
-    assert "Film-Noir" in summary  # the paper's sparse genre is always reported on MovieLens
-    fixed_config = (runs / "sasrec-fixed-s0" / "config.json").read_text()
-    assert '"Film-Noir"' in fixed_config
+    assert "reached the epoch cap (2)" in printed  # a capped run is said so...
+    uninterrupted = tables(out)
+    assert set(uninterrupted) == {"ml-100k.json", "ml-100k.md", "verdict.json", "verdict.md"}
+    assert "| sasrec+dynamic | ce | 1 |" in uninterrupted["ml-100k.md"].decode()
+    assert "| **1** |" in uninterrupted["ml-100k.md"].decode()  # ...and flagged in the table
+    assert str(tmp_path) not in "".join(v.decode() for v in uninterrupted.values())
+    verdicts = json.loads(uninterrupted["verdict.json"])["claims"]
+    assert [row["claim"][:2] for row in verdicts] == ["1.", "2.", "3.", "4.", "5."]
+    assert "wall time" in (out / "timing.md").read_text()  # times live apart from tables
 
-    # A second invocation finds everything done: no training, no evaluation.
-    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/*") if p.is_file()}
-    assert script.main(argv) == 0
-    assert "plan: 3 runs (3 done, 0 to finish, 0 new)" in capsys.readouterr().out
-    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/*") if p.is_file()} == stamps
+    # The same plan again, killed while the dynamic run is part way, then rerun.
+    shutil.rmtree(out / "runs")
+    shutil.rmtree(out / "tables")
+    process = subprocess.Popen(command(*args), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    partial = out / "runs" / "ml-100k" / "sasrec-dynamic-s0"
+    deadline = time.monotonic() + 240
+    while not (partial / "last.pt").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (partial / "train_done.json").exists(), "killed too late to test resumption"
+    printed = run(*args)
+    assert "plan: 3 runs (1 done, 1 to finish, 1 new)" in printed
+    assert tables(out) == uninterrupted
 
-    # A run stopped part way (evaluation lost, training marked unfinished) is resumed.
-    (runs / "sasrec-dynamic-s0" / "metrics.json").unlink()
-    (runs / "sasrec-dynamic-s0" / "train_done.json").unlink()
-    assert script.main(argv) == 0
-    assert "plan: 3 runs (2 done, 1 to finish, 0 new)" in capsys.readouterr().out
-    assert (runs / "sasrec-dynamic-s0" / "metrics.json").exists()
 
-
-def test_fixed_domain_is_film_noir_on_movielens_else_the_sparsest(script):
-    movielens = {"domains": {"Drama": {"share": 0.4}, "Film-Noir": {"share": 0.02},
-                             "Documentary": {"share": 0.01}}}  # fmt: skip
-    tags = {"domains": {"rock": {"share": 0.5}, "jazz": {"share": 0.03},
-                        "ambient": {"share": 0.03}}}  # fmt: skip
-    assert script.fixed_domain("ml-1m", movielens) == "Film-Noir"
-    assert script.fixed_domain("lastfm", tags) == "ambient"  # tie on share: by name
-    assert script.sparse_and_dense(tags, 1) == (["ambient"], ["rock"])
+def test_standard_plan_on_an_s3rec_set_declares_its_sparsest_and_densest(tmp_path):
+    data_root = shared_file("s3rec-lastfm").parent
+    out = tmp_path / "standard"
+    printed = run("--datasets", "s3rec-lastfm", "--data-root", str(data_root), "--out", str(out),
+                  "--dry-run", "--no-probe", "--models", "sasrec", "pinnerformer")  # fmt: skip
+    plan = json.loads((out / "plan.json").read_text())
+    assert (plan["budget"], plan["seeds"], plan["patience"]) == ("standard", 3, 10)
+    entry = plan["datasets"]["s3rec-lastfm"]
+    declared = entry["declared"]
+    assert entry["family"] == "Last.fm" and declared["paper"] == []  # no paper genres here
+    assert declared["family"] == declared["sparse"] + declared["dense"]
+    assert declared["fixed_domain"] == declared["sparse"][0]  # the sparsest with >= 20 cases
+    assert entry["settings"]["pinnerformer"]["max_len"] == 50
+    # 3 seeds x (sasrec: 8 groups, pinnerformer: 5 groups with the prior control)
+    assert "plan: 39 runs (0 done, 0 to finish, 39 new)" in printed

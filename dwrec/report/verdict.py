@@ -1,0 +1,209 @@
+"""The verdict rule of the paper reproduction (``benchmarks/reproduce_paper.py``).
+
+Each claim of the Dynamic Weighted Loss paper gets one of :data:`VERDICTS`, decided from the
+cells of ``dwrec report --format json`` (lift, its CI over seeds and cases, corrected p and
+``significant``, which already requires the corrected test to pass *and* the lift to have the
+same sign in every seed). The rules, applied to the cells a claim names:
+
+- **improvement** (claims 1 and 4: "A beats B"): a cell *confirms* when it is significant with
+  a positive lift and *contradicts* when it is significant with a negative lift.
+  ``reproduced``: every cell confirms; ``not reproduced``: no cell confirms and one
+  contradicts or every lift is <= 0; ``partly``: anything in between.
+- **non-inferiority** (claims 2 and 3: "maintained", "not harmed") with margin
+  :data:`MARGIN` (a relative drop of 5%): ``reproduced``: every cell's CI lies above
+  ``-MARGIN`` (no drop larger than 5% is compatible with the data); ``not reproduced``: a
+  cell is significant with a lift below ``-MARGIN``; ``partly``: anything in between (CIs too
+  wide to exclude a 5% drop, or a significant drop smaller than 5%).
+- **same pattern everywhere** (claim 5): each dataset family gets the improvement verdict of
+  its own sparse-domain cells; ``reproduced`` when every family required is present and
+  reproduced; ``not reproduced`` when none of the present families is reproduced or partly;
+  ``partly`` otherwise, or when a family is missing but some present ones reproduce;
+  ``not testable here`` when no family has cells.
+- **overhead** (claim 6, "under 1% of training time"): the median over paired runs of
+  ``dynamic step time / generic step time - 1``: below :data:`OVERHEAD_LIMIT` (1%)
+  ``reproduced``; below :data:`OVERHEAD_PARTLY` (5%) ``partly``; else ``not reproduced``.
+  When the ratios' spread (half their interquartile range, or half their range with fewer
+  than four pairs) exceeds :data:`OVERHEAD_PARTLY`, the timings are too noisy to tell
+  (another job on the same cores): ``not testable here``.
+
+Any rule without a single usable cell (no runs, a domain under ``--min-cases`` test cases, a
+model this dwrec lacks) answers ``not testable here`` with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "not testable here")
+MARGIN = 0.05
+OVERHEAD_LIMIT = 0.01
+OVERHEAD_PARTLY = 0.05
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One compared cell of a report: group vs baseline on one domain and metric."""
+
+    where: str  # e.g. "ml-1m sasrec Film-Noir recall@10", for reasons
+    lift: float
+    lift_low: float
+    lift_high: float
+    p: float
+    significant: bool
+    metric: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def cells_from_report(
+    report: Mapping,
+    group: str,
+    domains: Sequence[str],
+    metrics: Sequence[str],
+    *,
+    cohort: str = "target",
+    where: str = "",
+) -> list[Cell]:
+    """The cells of ``group`` on ``domains`` x ``metrics`` of a report's JSON (as parsed);
+    cells without a lift (too few cases, no baseline value) are left out."""
+    cells = []
+    for table in report.get("tables", []):
+        if table.get("cohort") != cohort:
+            continue
+        for row in table.get("rows", []):
+            if row.get("group") != group or row.get("domain") not in domains:
+                continue
+            for metric in metrics:
+                cell = row.get("cells", {}).get(metric)
+                if cell is None or cell.get("lift") is None:
+                    continue
+                lift = _number(cell["lift"])
+                if not math.isfinite(lift):
+                    continue
+                cells.append(
+                    Cell(
+                        where=" ".join(x for x in (where, row["domain"], metric) if x),
+                        lift=lift,
+                        lift_low=_number(cell.get("lift_low")),
+                        lift_high=_number(cell.get("lift_high")),
+                        p=_number(cell.get("p")),
+                        significant=bool(cell.get("significant")),
+                        metric=metric,
+                    )
+                )
+    return cells
+
+
+def paper_inside(cells: Sequence[Cell], paper: Mapping[str, float]) -> str:
+    """Whether the paper's lift of each cell's metric (``paper[metric]``) lies in its CI."""
+    parts = []
+    for cell in cells:
+        if cell.metric not in paper:
+            continue
+        value = paper[cell.metric]
+        inside = cell.lift_low <= value <= cell.lift_high  # nan bounds: outside
+        parts.append(f"paper's {value:+.1%} {'inside' if inside else 'outside'} the CI of "
+                     f"{cell.where}")  # fmt: skip
+    return "; ".join(parts)
+
+
+def improvement(cells: Sequence[Cell], untestable: str = "no comparable cells") -> Verdict:
+    """ "A beats B" from ``cells`` of A's lift over B (see the module docstring)."""
+    if not cells:
+        return Verdict("not testable here", untestable)
+    confirmed = [c for c in cells if c.significant and c.lift > 0]
+    contradicted = [c for c in cells if c.significant and c.lift < 0]
+    n = len(cells)
+    if len(confirmed) == n:
+        return Verdict("reproduced", f"all {n} cells significantly positive")
+    if not confirmed and (contradicted or all(c.lift <= 0 for c in cells)):
+        why = (
+            f"{len(contradicted)} of {n} cells significantly negative"
+            if contradicted
+            else f"no positive lift in {n} cells"
+        )
+        return Verdict("not reproduced", why)
+    positive = sum(c.lift > 0 for c in cells)
+    return Verdict(
+        "partly",
+        f"{len(confirmed)} of {n} cells significantly positive, {positive} positive, "
+        f"{len(contradicted)} significantly negative",
+    )
+
+
+def non_inferiority(
+    cells: Sequence[Cell], margin: float = MARGIN, untestable: str = "no comparable cells"
+) -> Verdict:
+    """ "Maintained / not harmed" from ``cells`` (see the module docstring)."""
+    if not cells:
+        return Verdict("not testable here", untestable)
+    n = len(cells)
+    harmed = [c for c in cells if c.significant and c.lift < -margin]
+    if harmed:
+        worst = min(harmed, key=lambda c: c.lift)
+        return Verdict(
+            "not reproduced",
+            f"{len(harmed)} of {n} cells significantly below -{margin:.0%} "
+            f"(worst {worst.where}: {worst.lift:+.1%})",
+        )
+    safe = [c for c in cells if math.isfinite(c.lift_low) and c.lift_low >= -margin]
+    if len(safe) == n:
+        return Verdict("reproduced", f"all {n} CIs above -{margin:.0%}")
+    return Verdict(
+        "partly",
+        f"{n - len(safe)} of {n} CIs reach below -{margin:.0%} (no significant drop beyond it)",
+    )
+
+
+def across_families(per_family: Mapping[str, Verdict], required: Iterable[str]) -> Verdict:
+    """ "The same pattern on every dataset family" from each family's own verdict."""
+    required = list(required)
+    present = {f: v for f, v in per_family.items() if v.verdict != "not testable here"}
+    missing = [f for f in required if f not in present]
+    if not present:
+        return Verdict("not testable here", "no dataset family has comparable cells")
+    listing = "; ".join(f"{f}: {v.verdict}" for f, v in sorted(present.items()))
+    gap = f"; not run or not testable: {', '.join(missing)}" if missing else ""
+    good = [f for f, v in present.items() if v.verdict == "reproduced"]
+    some = [f for f, v in present.items() if v.verdict in ("reproduced", "partly")]
+    if not missing and len(good) == len(present):
+        return Verdict("reproduced", listing)
+    if not some:
+        return Verdict("not reproduced", listing + gap)
+    return Verdict("partly", listing + gap)
+
+
+def overhead(ratios: Sequence[float]) -> Verdict:
+    """ "Overhead under 1%" from paired ``dynamic / generic - 1`` step-time ratios."""
+    values = [r for r in ratios if math.isfinite(r)]
+    if not values:
+        return Verdict("not testable here", "no paired dynamic and generic runs")
+    median = statistics.median(values)
+    if len(values) >= 4:
+        low, _, high = statistics.quantiles(values, n=4, method="inclusive")
+    else:
+        low, high = min(values), max(values)
+    noise = (high - low) / 2
+    what = f"median {median:+.1%} over {len(values)} paired runs, spread +/-{noise:.1%}"
+    if noise > OVERHEAD_PARTLY:
+        return Verdict("not testable here", what + " (step times too noisy on this machine)")
+    if median < OVERHEAD_LIMIT:
+        return Verdict("reproduced", what)
+    if median < OVERHEAD_PARTLY:
+        return Verdict("partly", what + f" (under the {OVERHEAD_PARTLY:.0%} timing noise)")
+    return Verdict("not reproduced", what)
