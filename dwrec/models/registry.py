@@ -12,7 +12,7 @@ from dwrec.errors import DataFormatError, UsageError
 from dwrec.io import load_checkpoint
 from dwrec.models.base import ModelConfig, SequentialModel
 
-_MODULES = ("sasrec", "bert4rec", "gru4rec", "pinnerformer", "pop")
+_MODULES = ("sasrec", "bert4rec", "gru4rec", "pinnerformer", "pop", "sigma")
 _REGISTRY: dict[str, type[SequentialModel]] = {}
 
 
