@@ -188,8 +188,9 @@ class SigmaMamba(nn.Module):
         ``S_m = sum_{i <= m} exp(A sum_{j < i} rdelta_j) rb_i`` the state of the reversed run
         (``rdelta, rb`` from the reversed items' features). ``y_t = C_t . G_t + D u_t``.
         """
-        with torch.autocast(x.device.type, enabled=False):  # the scan runs in float32
-            forward_out, flip_out = self._branches(x.float(), real.float())
+        dtype = torch.promote_types(x.dtype, torch.float32)  # bf16 -> float32, float64 stays
+        with torch.autocast(x.device.type, enabled=False):
+            forward_out, flip_out = self._branches(x.to(dtype), real.to(dtype))
         return forward_out.to(x.dtype), flip_out.to(x.dtype)
 
     def _branches(self, x: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
