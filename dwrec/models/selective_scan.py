@@ -71,96 +71,84 @@ def selective_scan_ref(
 class _SelectiveScan(torch.autograd.Function):
     """The scan in time blocks with a hand-written backward (see :func:`selective_scan`).
 
-    Everything inside is step-major (``[L, Bt, ...]``): one step's state is one contiguous
-    ``[Bt, Dn, N]`` slab, and the per-step products become batched matrix products over
-    ``L * Bt`` rows without copies."""
+    States are kept batch-major ``[Bt, L, Dn, N]`` (what the caller reads); one step of one
+    row is a contiguous ``[Dn, N]`` slab, and the read-outs are batched matrix products over
+    ``Bt * L`` rows without copies."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, block):
         batch, length, inner = u.shape
         n_state = A.shape[1]
-        u_s, delta_s = u.transpose(0, 1).contiguous(), delta.transpose(0, 1).contiguous()
-        B_s, C_s = B.transpose(0, 1).contiguous(), C.transpose(0, 1).contiguous()
-        states = u.new_empty(length, batch, inner, n_state)
+        states = u.new_empty(batch, length, inner, n_state)
         h = None
         for start in range(0, length, block):
             end = min(start + block, length)
-            a = torch.exp(delta_s[start:end, :, :, None] * A)  # [T, Bt, Dn, N]
-            b = (delta_s[start:end] * u_s[start:end])[..., None] * B_s[start:end, :, None, :]
+            a, b = _inputs(u[:, start:end], delta[:, start:end], A, B[:, start:end])
             for i in range(end - start):
                 if h is None:
-                    h = states[start + i].copy_(b[i])
+                    h = states[:, start + i].copy_(b[:, i])
                 else:
-                    h = torch.addcmul(b[i], a[i], h, out=states[start + i])
-        rows = length * batch
-        y = torch.bmm(states.view(rows, inner, n_state), C_s.view(rows, n_state, 1))
-        y = y.view(length, batch, inner).transpose(0, 1)
+                    h = torch.addcmul(b[:, i], a[:, i], h, out=states[:, start + i])
+        rows = batch * length
+        y = torch.bmm(states.view(rows, inner, n_state), C.reshape(rows, n_state, 1))
+        y = y.view(batch, length, inner)
         if D is not None:
             y = y + u * D
-        ctx.save_for_backward(u_s, delta_s, A, B_s, C_s, D, states)
+        ctx.save_for_backward(u, delta, A, B, C, D, states)
         ctx.block = block
-        return y, states.permute(1, 0, 2, 3)
+        return y, states
 
     @staticmethod
     def backward(ctx, grad_y, grad_states):
-        u_s, delta_s, A, B_s, C_s, D, states = ctx.saved_tensors
+        u, delta, A, B, C, D, states = ctx.saved_tensors
         block = ctx.block
-        length, batch, inner = u_s.shape
+        batch, length, inner = u.shape
         n_state = A.shape[1]
         if grad_y is None:
-            grad_y = u_s.new_zeros(batch, length, inner)
-        gy_s = grad_y.transpose(0, 1).contiguous()
-        gs_s = None if grad_states is None else grad_states.transpose(0, 1)
-        rows = length * batch
-        grad_C = torch.bmm(gy_s.view(rows, 1, inner), states.view(rows, inner, n_state))
-        grad_C = grad_C.view(length, batch, n_state).transpose(0, 1)
-        grad_u, grad_delta = torch.empty_like(u_s), torch.empty_like(delta_s)
-        grad_B = torch.empty_like(B_s)
+            grad_y = torch.zeros_like(u)
+        grad_y = grad_y.contiguous()
+        rows = batch * length
+        grad_C = torch.bmm(grad_y.view(rows, 1, inner), states.view(rows, inner, n_state))
+        grad_C = grad_C.view(batch, length, n_state)
+        grad_u, grad_delta = torch.empty_like(u), torch.empty_like(delta)
+        grad_B = torch.empty_like(B)
         grad_A = torch.zeros_like(A)
         g_next, a_next = None, None
         for start in reversed(range(0, length, block)):
             end = min(start + block, length)
             steps, count = slice(start, end), end - start
-            a = torch.exp(delta_s[steps, :, :, None] * A)
+            a = torch.exp(delta[:, steps, :, None] * A)
             # dL/dh_t from y_t (and from the returned states), before the recurrence
-            g = gy_s[steps, :, :, None] * C_s[steps, :, None, :]
-            if gs_s is not None:
-                g = g + gs_s[steps]
+            g = grad_y[:, steps, :, None] * C[:, steps, None, :]
+            if grad_states is not None:
+                g += grad_states[:, steps]
             for i in reversed(range(count)):
                 if g_next is not None:  # g_t = direct_t + a_{t+1} g_{t+1}
-                    g[i].addcmul_(a_next, g_next)
-                g_next, a_next = g[i], a[i]
+                    g[:, i].addcmul_(a_next, g_next)
+                g_next, a_next = g[:, i], a[:, i]
             if start > 0:
-                previous = states[start - 1 : end - 1]
+                previous = states[:, start - 1 : end - 1]
             else:  # h_0 = 0
-                previous = torch.cat([torch.zeros_like(states[:1]), states[: end - 1]], dim=0)
+                previous = torch.cat([torch.zeros_like(states[:, :1]), states[:, : end - 1]], 1)
             # h_t = a_t h_{t-1} + b_t, a_t = exp(delta_t A), b_t = (delta_t u_t) B_t
             through_a = g * a
-            through_a *= previous  # dL/d(delta_t A), [T, Bt, Dn, N]
-            block_rows = count * batch
+            through_a *= previous  # dL/d(delta_t A), [Bt, T, Dn, N]
+            block_rows = batch * count
             g_rows = g.view(block_rows, inner, n_state)
-            grad_du = torch.bmm(g_rows, B_s[steps].reshape(block_rows, n_state, 1))
-            grad_du = grad_du.view(count, batch, inner)
-            du = delta_s[steps] * u_s[steps]
-            grad_B[steps] = torch.bmm(du.reshape(block_rows, 1, inner), g_rows).view(
-                count, batch, n_state
+            grad_du = torch.bmm(g_rows, B[:, steps].reshape(block_rows, n_state, 1))
+            grad_du = grad_du.view(batch, count, inner)
+            du = delta[:, steps] * u[:, steps]
+            grad_B[:, steps] = torch.bmm(du.reshape(block_rows, 1, inner), g_rows).view(
+                batch, count, n_state
             )
-            grad_A += (through_a * delta_s[steps, :, :, None]).sum(dim=(0, 1))
-            grad_delta[steps] = (through_a * A).sum(-1) + grad_du * u_s[steps]
-            grad_u[steps] = grad_du * delta_s[steps]
+            grad_A += (through_a * delta[:, steps, :, None]).sum(dim=(0, 1))
+            grad_delta[:, steps] = (through_a * A).sum(-1) + grad_du * u[:, steps]
+            grad_u[:, steps] = grad_du * delta[:, steps]
         grad_D = None
         if D is not None:
-            grad_u += gy_s * D
-            grad_D = (gy_s * u_s).sum(dim=(0, 1))
-        return (
-            grad_u.transpose(0, 1),
-            grad_delta.transpose(0, 1),
-            grad_A,
-            grad_B.transpose(0, 1),
-            grad_C,
-            grad_D,
-            None,
-        )
+            grad_u += grad_y * D
+            grad_D = (grad_y * u).sum(dim=(0, 1))
+        return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, None
 
 
 def selective_scan(

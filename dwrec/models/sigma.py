@@ -165,12 +165,11 @@ class SigmaMamba(nn.Module):
         before it), or with ``reverse`` anti-causal (the item and the ones after it)."""
         width = self.conv.kernel_size[0]
         x = x.transpose(1, 2)
-        if reverse:
-            x = x.flip(-1)
-        out = F.conv1d(F.pad(x, (width - 1, 0)), self.conv.weight, self.conv.bias, groups=x.shape[1])
-        if reverse:
-            out = out.flip(-1)
-        return out.transpose(1, 2)
+        if reverse:  # tap width-1-j on item i+j: the causal kernel read backwards
+            padded, weight = F.pad(x, (0, width - 1)), self.conv.weight.flip(-1)
+        else:  # tap width-1-j on item i-j
+            padded, weight = F.pad(x, (width - 1, 0)), self.conv.weight
+        return F.conv1d(padded, weight, self.conv.bias, groups=x.shape[1]).transpose(1, 2)
 
     def _selection(self, u: torch.Tensor, real: torch.Tensor):
         """``delta`` (zero at padding: padding steps neither decay nor add), ``B``, ``C``."""
