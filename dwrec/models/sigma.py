@@ -45,7 +45,6 @@ from dwrec.models.layers import (
     last_tokens,
     next_item_batch,
     score_items,
-    zero_padding,
 )
 from dwrec.models.registry import register
 from dwrec.models.selective_scan import selective_scan, selective_scan_ref
