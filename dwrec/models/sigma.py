@@ -122,14 +122,6 @@ def check_sigma_config(config: SigmaConfig) -> None:
         )
 
 
-def _shift(x: torch.Tensor, steps: int) -> torch.Tensor:
-    """``out[:, t] = x[:, t - steps]`` (zero for ``t < steps``) along dim 1."""
-    if steps >= x.shape[1]:
-        return torch.zeros_like(x)
-    pad = x.new_zeros(x.shape[0], steps, *x.shape[2:])
-    return torch.cat([pad, x[:, : x.shape[1] - steps]], dim=1)
-
-
 class SigmaMamba(nn.Module):
     """Mamba (Gu & Dao 2023, the ``Mamba`` block of mamba-ssm v1) returning, for every
     position ``t``, the forward run's output and the partially flipped run's output, the
@@ -199,20 +191,29 @@ class SigmaMamba(nn.Module):
         scan = selective_scan_ref if self.reference else selective_scan
         kwargs = {} if self.reference else {"block": self.block}
         y, states = scan(u, delta, A, B, C, self.D, return_states=True, **kwargs)
-        # the reversed run: a reversed item's convolution reads the item and the next ones
-        u_rev = F.silu(self._conv(inner_x, reverse=True))
-        delta_rev, B_rev, _ = self._selection(u_rev, real)
-        before = torch.cumsum(delta_rev, dim=1) - delta_rev  # sum_{j < i} rdelta_j
-        reversed_terms = torch.exp(before.unsqueeze(-1) * A) * (
-            (delta_rev * u_rev).unsqueeze(-1) * B_rev.unsqueeze(2)
-        )
-        reversed_state = torch.cumsum(reversed_terms, dim=1)  # S_i
-        window = delta
-        for steps in range(1, self.keep):
-            window = window + _shift(delta, steps)
-        decay = torch.exp(window.unsqueeze(-1) * A)  # Q_t
-        correction = decay * _shift(reversed_state - states, self.keep)
-        y_flip = y + torch.einsum("bldn,bln->bld", correction, C)
+        batch, length, inner = u.shape
+        y_flip = y
+        if length > self.keep:  # positions t >= keep have a reversed part (m = t - keep >= 0)
+            used = length - self.keep  # items that are ever reversed: m < used
+            # the reversed run: a reversed item's convolution reads the item and the next ones
+            u_rev = F.silu(self._conv(inner_x, reverse=True))[:, :used]
+            delta_rev, B_rev, _ = self._selection(u_rev, real[:, :used])
+            before = torch.cumsum(delta_rev, dim=1) - delta_rev  # sum_{j < i} rdelta_j
+            reversed_terms = torch.exp(before.unsqueeze(-1) * A) * (
+                (delta_rev * u_rev).unsqueeze(-1) * B_rev.unsqueeze(2)
+            )
+            # S_m: a lower-triangular matrix product is a cumulative sum that runs as one
+            # BLAS call (torch.cumsum over dim 1 of this tensor is several times slower)
+            lower = torch.ones(used, used, dtype=u.dtype, device=u.device).tril()
+            reversed_state = torch.matmul(lower, reversed_terms.flatten(2))
+            reversed_state = reversed_state.view(batch, used, inner, self.n_state)
+            window = delta[:, self.keep :]  # sum of delta over the kept items m+1..t
+            for steps in range(1, self.keep):
+                window = window + delta[:, self.keep - steps : length - steps]
+            decay = torch.exp(window.unsqueeze(-1) * A)  # Q_t
+            correction = decay * (reversed_state - states[:, :used])
+            correction = torch.einsum("bldn,bln->bld", correction, C[:, self.keep :])
+            y_flip = y + F.pad(correction, (0, 0, self.keep, 0))
         gate = F.silu(z)
         return self.out_proj(y * gate), self.out_proj(y_flip * gate)
 
