@@ -306,7 +306,7 @@ def _log(run_dir) -> list[tuple]:
 def test_sigma_loss_falls_and_beats_pop(data_dir, tmp_path):
     pop = dwrec.train(data_dir, model="pop", out=tmp_path / "pop", quiet=True)
     result = dwrec.train(
-        data_dir, model="sigma", out=tmp_path / "sigma", quiet=True, epochs=6, dropout=0.1, **TINY
+        data_dir, model="sigma", out=tmp_path / "sigma", quiet=True, epochs=4, dropout=0.1, **TINY
     )
     losses = [record[1] for record in _log(tmp_path / "sigma")]
     assert losses[-1] < losses[0] - 0.2, losses
