@@ -14,7 +14,7 @@ state matrix ``A [Dn, N]`` (negative entries) and per-step ``B, C [Bt, L, N]`` t
 :func:`selective_scan_ref` runs the recurrence one step at a time with autograd (the test
 reference). :func:`selective_scan` computes the same in time blocks with a hand-written
 backward pass (details in its docstring): on a CPU a parallel (doubling) scan does
-``log2(L)`` times the work of the recurrence and measured 5-10x slower than the reference
+``log2(L)`` times the work of the recurrence and measured 5-15x slower than the reference
 here, so the fast path keeps the recurrence sequential and removes the rest of the cost
 (autograd's per-step graph, per-step small operations, the memory traffic of unblocked
 ``[Bt, L, Dn, N]`` tensors). No fused CUDA kernel is used: SIGMA's flip branch needs every
