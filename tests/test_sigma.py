@@ -108,6 +108,20 @@ def test_fast_scan_without_D_and_without_states():
     )
 
 
+def test_model_with_reference_scan_equals_model_with_fast_scan_in_float64():
+    tokens = random_tokens(3, 12, seed=9)
+    outputs, grads = [], []
+    for reference in (True, False):
+        model = small_sigma(torch.float64, layers=2, reference_scan=reference).eval()
+        hidden = model(tokens)
+        hidden.square().sum().backward()
+        outputs.append(hidden)
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-10, atol=1e-12)
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
 # --- the flip branch against an explicit flipped sequence -------------------------------
 
 
