@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
             None, "--dataset", help="Dataset dir or prepared name \\[default: the latest prepared]."
         ),
         model: str = typer.Option(
-            None, "--model", help="sasrec, bert4rec, gru4rec, pinnerformer, pop \\[sasrec]."
+            None, "--model", help="sasrec, bert4rec, gru4rec, pinnerformer, sigma, pop \\[sasrec]."
         ),
         loss: str = typer.Option(
             None,
