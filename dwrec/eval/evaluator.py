@@ -577,7 +577,7 @@ def evaluate_run(
     ks = _check_ks(ks)
     run_dir = Path(run_dir)
     config, dataset, data_split = load_run(run_dir)
-    model = load_model(run_dir, config, dataset.fingerprint)
+    model = load_model(run_dir, config, dataset.fingerprint, dataset)
     model.to(resolve_device(device))
     cases = data_split.cases(split)
     started = time.perf_counter()

@@ -48,11 +48,30 @@ class SequentialModel(nn.Module):
 
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
+    # False for models whose auxiliary loss is not reduced across processes (--nproc 1 only)
+    supports_multiprocess: ClassVar[bool] = True
 
     def __init__(self, n_items: int, config: ModelConfig):
         super().__init__()
         self.n_items = n_items
         self.config = config
+
+    def bind_dataset(self, dataset) -> None:
+        """Create data-dependent parameters and buffers (e.g. item text tokens),
+        deterministically from ``dataset``. Called by the trainer right after building the
+        model and by ``registry.load_model`` before the state is loaded. Default: nothing."""
+
+    def auxiliary_loss(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        hidden: torch.Tensor,
+        generator: torch.Generator,
+    ) -> torch.Tensor | None:
+        """An extra scalar loss added to the training loss of a step (``inputs``/``targets``
+        from ``training_batch``, ``hidden = forward(inputs)``, ``generator`` the trainer's data
+        generator), or ``None``. The default draws no random numbers."""
+        return None
 
     def training_batch(self, windows: torch.Tensor, generator: torch.Generator) -> TrainingBatch:
         """Turn padded windows of tokens ``[B, L + 1]`` (left-padded with 0) into inputs and

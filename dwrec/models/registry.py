@@ -13,6 +13,7 @@ from dwrec.io import load_checkpoint
 from dwrec.models.base import ModelConfig, SequentialModel
 
 _MODULES = ("sasrec", "bert4rec", "gru4rec", "pinnerformer", "pop")
+_MODULES += ("calrec", "sparseennet")  # models with bind_dataset / auxiliary_loss hooks
 _REGISTRY: dict[str, type[SequentialModel]] = {}
 
 
@@ -62,10 +63,13 @@ def model_config_from_dict(values: dict) -> ModelConfig:
     return ModelConfig(**{k: v for k, v in values.items() if k in known})
 
 
-def load_model(run_dir: str | Path, config: dict, dataset_fingerprint: str) -> SequentialModel:
+def load_model(
+    run_dir: str | Path, config: dict, dataset_fingerprint: str, dataset=None
+) -> SequentialModel:
     """Rebuild a run's model from ``config.json`` and its best state ``model.pt``.
 
-    The checkpoint is loaded with ``weights_only=True`` and must have been trained on the
+    ``dataset`` (the run's dataset) is handed to ``model.bind_dataset`` before the state is
+    loaded (models with data-dependent parameters need it). The checkpoint is loaded with ``weights_only=True`` and must have been trained on the
     dataset whose fingerprint is given.
     """
     run_dir = Path(run_dir)
@@ -82,6 +86,8 @@ def load_model(run_dir: str | Path, config: dict, dataset_fingerprint: str) -> S
     model_cfg = dict(config["model"])
     name = model_cfg.pop("name")
     model = build_model(name, int(state["n_items"]), model_config_from_dict(model_cfg))
+    if dataset is not None:
+        model.bind_dataset(dataset)
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as exc:

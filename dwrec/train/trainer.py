@@ -151,8 +151,19 @@ def _spawn(nproc: int, arguments: dict[str, Any], callback: Callback | None) -> 
         if config.out is not None:
             _check_out_is_free(Path(config.out))
         device = config.train.device
+    from dwrec.models.registry import model_class
+
+    if nproc > 1 and not model_class(config.model_name).supports_multiprocess:
+        raise UsageError(_single_process_message(config.model_name))
     distributed.check_nproc(nproc, device, config.loss.weighting_name)
     return distributed.spawn(nproc, arguments)
+
+
+def _single_process_message(model_name: str) -> str:
+    return (
+        f"--model {model_name} has an auxiliary loss that is not reduced across processes; "
+        "train it with --nproc 1"
+    )
 
 
 # ---------------------------------------------------------------- run set-up
@@ -386,7 +397,11 @@ class Trainer:
         dataset = run.dataset
         self.model: SequentialModel = build_model(
             self.config.model_name, dataset.n_items, self.config.model
-        ).to(self.device)
+        )
+        self.model.bind_dataset(dataset)  # data-dependent parameters, before the optimiser
+        self.model.to(self.device)
+        if self.world.enabled and not self.model.supports_multiprocess:
+            raise UsageError(_single_process_message(self.config.model_name))
         self.windows: TrainingWindows = training_windows(
             dataset, run.split, self.config.model.max_len
         )
@@ -553,6 +568,9 @@ class Trainer:
             # ADC balances gradient norms on the user states, the last layer all domains
             # share (the output embeddings are per item); other weightings ignore it.
             loss = self.weighting.reduce(losses.float(), positives, shared_parameter=states)
+            extra = self.model.auxiliary_loss(inputs, targets, hidden, self.data_generator)
+            if extra is not None:  # the model's own auxiliary loss (not domain-weighted)
+                loss = loss + extra
             if batch_positives is not None:  # exact DDP scaling: see rank_loss_scale
                 scale = distributed.rank_loss_scale(
                     self.weighting, positives, batch_positives, self.world.world_size
