@@ -220,15 +220,21 @@ class CALRec(SequentialModel):
 
     # -- auxiliary losses
 
-    def generation_loss(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Mean CE of the decoder's prediction of each item's first ``gen_len`` text tokens
-        from the user state ``states [N, d]`` (teacher forcing; padding not predicted)."""
-        gold = self.item_prefix[items]  # [N, G], right-padded
+    def generation_logits(self, states: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+        """Decoder logits ``[N, G, V - 1]`` over tokens ``1..V-1`` for each step of the gold
+        token rows ``gold [N, G]`` (teacher forcing): step ``t`` sees the user state and
+        ``gold[:, :t]`` only."""
         start = self.decoder_start(states)[:, None]
         steps = torch.cat([start, self.token_embedding(gold[:, :-1])], dim=1)
         positions = torch.arange(gold.shape[1], device=gold.device)
         decoded = self.decoder_norm(self.decoder(steps + self.decoder_position(positions), CAUSAL))
-        logits = decoded @ self.token_embedding.weight[1:].T.to(decoded.dtype)
+        return decoded @ self.token_embedding.weight[1:].T.to(decoded.dtype)
+
+    def generation_loss(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Mean CE of the decoder's prediction of each item's first ``gen_len`` text tokens
+        from the user state ``states [N, d]`` (padding is not predicted)."""
+        gold = self.item_prefix[items]  # [N, G], right-padded
+        logits = self.generation_logits(states, gold)
         return F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), gold.reshape(-1) - 1, ignore_index=-1
         )
@@ -236,12 +242,9 @@ class CALRec(SequentialModel):
     def auxiliary_loss(self, inputs, targets, hidden, generator):
         config = self.config
         targets = targets.to(hidden.device)
-        has_target = targets >= 0
-        rows = has_target.any(dim=1).nonzero()[:, 0]
+        rows, last = last_targets(targets)
         if rows.numel() == 0:
             return None
-        columns = torch.arange(1, targets.shape[1] + 1, device=targets.device)
-        last = (has_target.long() * columns).argmax(dim=1)[rows]  # each row's last target
         states, items = hidden[rows, last], targets[rows, last]
         loss = hidden.new_zeros((), dtype=torch.float32)
         if config.user_item_weight:
@@ -256,3 +259,12 @@ class CALRec(SequentialModel):
         if config.generation_weight:
             loss = loss + config.generation_weight * self.generation_loss(states, items)
         return loss
+
+
+def last_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, columns)``: each row of ``targets [B, L]`` that has a target (``>= 0``) and
+    the column of its last one."""
+    has_target = targets >= 0
+    rows = has_target.any(dim=1).nonzero()[:, 0]
+    columns = torch.arange(1, targets.shape[1] + 1, device=targets.device)
+    return rows, (has_target.long() * columns).argmax(dim=1)[rows]
