@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from aux_model_runs import (
     check_evaluate_cli,
     check_learns_and_beats_pop,
@@ -285,4 +284,4 @@ def test_decoder_targets_are_each_items_first_text_tokens(data_dir):
     for item in range(dataset.n_items):
         row = [t for t in model.item_tokens[item].tolist() if t]
         assert model.item_prefix[item].tolist() == (row + [0] * 4)[:4]
-    assert F.one_hot(model.item_tokens.flatten()).shape[1] <= model.token_embedding.num_embeddings
+    assert int(model.item_tokens.max()) < model.token_embedding.num_embeddings
