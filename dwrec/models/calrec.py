@@ -35,7 +35,7 @@ from torch import nn
 
 from dwrec.errors import UsageError
 from dwrec.models import augment, text
-from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch
+from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch, trim_leading_padding
 from dwrec.models.layers import (
     CAUSAL,
     PAD,
@@ -113,6 +113,7 @@ class CALRec(SequentialModel):
         self._table: torch.Tensor | None = None
         self._table_key: tuple | None = None
         self._train_forwards = 0
+        self._groups: tuple[list[torch.Tensor], torch.Tensor] | None = None
 
     # -- data-dependent parts
 
@@ -143,7 +144,7 @@ class CALRec(SequentialModel):
         self.register_buffer("item_tokens", tokens.to(device))
         self.register_buffer("item_prefix", prefix.to(device))
         self.token_embedding = new_item_embedding(len(vocabulary) + 1, config.hidden).to(device)
-        self._table, self._table_key = None, None
+        self._table, self._table_key, self._groups = None, None, None
 
     def _check_bound(self) -> None:
         if self.token_embedding is None:
@@ -154,17 +155,31 @@ class CALRec(SequentialModel):
     def encode_text(self, items: torch.Tensor) -> torch.Tensor:
         """Text vectors ``[N, d]`` of dataset item ids ``[N]`` (dropout in training mode)."""
         self._check_bound()
-        tokens = self.item_tokens[items]
+        tokens = trim_leading_padding(self.item_tokens[items], keep=1)
         encoded = self.text_encoder(self.token_embedding(tokens), tokens)  # zero at padding
         count = (tokens != PAD).sum(dim=1, keepdim=True).clamp_min(1)
         return self.text_projection(encoded.sum(dim=1) / count.to(encoded.dtype))
 
     def _encode_items(self) -> torch.Tensor:
-        items = torch.arange(self.n_items, device=self.item_tokens.device)
-        vectors = self.encode_text(items)
+        """Every item's vector; items are encoded in groups of equal token count, so no
+        padding is computed (the same result as one padded batch: positions count from the
+        first real token)."""
+        groups, inverse = self._length_groups()
+        vectors = torch.cat([self.encode_text(group) for group in groups])[inverse]
         if self.item_id_embedding is not None:
             vectors = vectors + self.item_id_embedding.weight[1:]
         return vectors
+
+    def _length_groups(self) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Item ids grouped by token count, and the permutation back to item order."""
+        device = self.item_tokens.device
+        if self._groups is None or self._groups[1].device != device:
+            counts = (self.item_tokens != PAD).sum(dim=1).cpu()
+            order = counts.argsort(stable=True)
+            sizes = torch.bincount(counts[order]).tolist()
+            groups = [g.to(device) for g in order.split([n for n in sizes if n])]
+            self._groups = (groups, order.argsort().to(device))
+        return self._groups
 
     def item_table(self) -> torch.Tensor:
         """``[n_items, d]`` vectors of every item. Reused while nothing changed: the weights
