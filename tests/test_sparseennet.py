@@ -135,19 +135,24 @@ def test_augment_gives_each_row_its_own_kind_and_draws_a_fixed_amount():
 # --- losses -----------------------------------------------------------------------------
 
 
-def test_nt_xent_matches_a_float64_loop():
+@pytest.mark.parametrize("cosine", [False, True])
+def test_nt_xent_matches_a_float64_loop(cosine):
     generator = torch.Generator().manual_seed(6)
     first, second = torch.randn(5, 7, generator=generator), torch.randn(5, 7, generator=generator)
     temperature = 0.7
     views = torch.cat([first, second]).double()
+
+    def sim(a, b):
+        return float(a @ b / (a.norm() * b.norm())) if cosine else float(a @ b)
+
     expected = 0.0
     for i in range(10):
         pair = (i + 5) % 10
-        logits = [float(views[i] @ views[j]) / temperature for j in range(10) if j != i]
-        positive = float(views[i] @ views[pair]) / temperature
+        logits = [sim(views[i], views[j]) / temperature for j in range(10) if j != i]
+        positive = sim(views[i], views[pair]) / temperature
         expected += -(positive - math.log(sum(math.exp(v) for v in logits)))
     expected /= 10
-    got = augment.nt_xent(first, second, temperature)
+    got = augment.nt_xent(first, second, temperature, cosine)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 

@@ -135,12 +135,17 @@ def in_batch_info_nce(
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def nt_xent(first: torch.Tensor, second: torch.Tensor, temperature: float) -> torch.Tensor:
+def nt_xent(
+    first: torch.Tensor, second: torch.Tensor, temperature: float, cosine: bool = False
+) -> torch.Tensor:
     """CL4SRec's contrastive loss: for ``2N`` views ``z = [first; second]``, row ``i``'s
     positive is its pair and its negatives are the other ``2N - 2`` views;
-    ``mean_i CE(z_i . z_j / t over j != i, pair(i))`` (dot product, as CL4SRec)."""
+    ``mean_i CE(sim(z_i, z_j) / t over j != i, pair(i))``, ``sim`` the dot product (as
+    CL4SRec's code) or, with ``cosine``, the cosine (SimCLR's NT-Xent)."""
     count = first.shape[0]
     views = torch.cat([first, second], dim=0)
+    if cosine:
+        views = F.normalize(views, dim=-1)
     logits = (views @ views.T) / temperature
     eye = torch.eye(2 * count, dtype=torch.bool, device=views.device)
     logits = logits.masked_fill(eye, float("-inf"))

@@ -50,8 +50,9 @@ class SparseEnNetConfig(ModelConfig):
     cl_weight: float = field(
         default=0.1, metadata={"help": "weight of the contrastive (NT-Xent) term between views"}
     )
-    temperature: float = field(
-        default=1.0, metadata={"help": "NT-Xent temperature (dot-product similarity)"}
+    temperature: float = field(default=1.0, metadata={"help": "NT-Xent temperature"})
+    cosine: bool = field(
+        default=False, metadata={"help": "NT-Xent on cosines (false: dot products, as CL4SRec)"}
     )
     adv_weight: float = field(
         default=0.1, metadata={"help": "weight of the augmentation discriminator's loss"}
@@ -125,7 +126,7 @@ class SparseEnNet(SASRec):
         both = self.forward(torch.cat([first, second], dim=0))[:, -1]  # [2B, d]
         z_1, z_2 = both.chunk(2, dim=0)
         original = hidden[:, -1]
-        loss = config.cl_weight * augment.nt_xent(z_1, z_2, config.temperature)
+        loss = config.cl_weight * augment.nt_xent(z_1, z_2, config.temperature, config.cosine)
         states = torch.cat([original, z_1, z_2], dim=0)
         labels = torch.cat([torch.zeros_like(kind_1), kind_1 + 1, kind_2 + 1])
         logits = self.discriminator(augment.reverse_gradient(states, config.reversal))
