@@ -220,7 +220,7 @@ def test_auxiliary_loss_is_cl_plus_discriminator_terms():
     z_1, z_2 = model(first)[:, -1], model(second)[:, -1]
     states = torch.cat([hidden[:, -1], z_1, z_2])
     labels = torch.cat([torch.zeros(6, dtype=torch.long), kind_1 + 1, kind_2 + 1])
-    expected = 0.1 * augment.nt_xent(z_1, z_2, 1.0) + 0.1 * F.cross_entropy(
+    expected = 0.02 * augment.nt_xent(z_1, z_2, 1.0) + 0.1 * F.cross_entropy(
         model.discriminator(states), labels
     )
     torch.testing.assert_close(loss, expected)

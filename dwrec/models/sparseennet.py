@@ -48,7 +48,7 @@ class SparseEnNetConfig(ModelConfig):
         default=0.3, metadata={"help": "replace swaps each item for a random item with this prob"}
     )
     cl_weight: float = field(
-        default=0.1, metadata={"help": "weight of the contrastive (NT-Xent) term between views"}
+        default=0.02, metadata={"help": "weight of the contrastive (NT-Xent) term between views"}
     )
     temperature: float = field(default=1.0, metadata={"help": "NT-Xent temperature"})
     cosine: bool = field(
