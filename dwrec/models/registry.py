@@ -69,8 +69,9 @@ def load_model(
     """Rebuild a run's model from ``config.json`` and its best state ``model.pt``.
 
     ``dataset`` (the run's dataset) is handed to ``model.bind_dataset`` before the state is
-    loaded (models with data-dependent parameters need it). The checkpoint is loaded with ``weights_only=True`` and must have been trained on the
-    dataset whose fingerprint is given.
+    loaded (models with data-dependent parameters need it). The checkpoint is loaded with
+    ``weights_only=True`` and must have been trained on the dataset whose fingerprint is
+    given.
     """
     run_dir = Path(run_dir)
     path = run_dir / "model.pt"
