@@ -30,6 +30,26 @@ if "OMP_WAIT_POLICY" not in os.environ:
 # training step (dwrec/runtime.py; DWREC_MALLOC_TUNING=0 or glibc's own variables opt out).
 tune_malloc()
 
+
+def _hide_flag_types() -> None:
+    """Show no ``<bool>`` type beside on/off flags (``--help``, ``--quiet``, ``--dedupe``):
+    they take no value."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # another Typer layout: keep its default display
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
+
 COMMAND_MODULES = ("quickstart", "prepare", "datasets", "train", "evaluate", "report")
 
 app = typer.Typer(

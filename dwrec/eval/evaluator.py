@@ -296,7 +296,7 @@ def load_run_data(run_dir: str | Path) -> tuple[dict, Dataset, Split]:
     folder = RunDir(run_dir)
     if not folder.path.is_dir():
         raise UsageError(f"RUN {folder.path}: no such run directory")
-    config = folder.read_config()
+    config = folder.read_config(with_plugins=True)
     dataset, split = folder.load_data(config)
     return config, dataset, split
 

@@ -236,3 +236,8 @@ def weighted_denominator(weighting, positives: torch.Tensor, reduction: str) -> 
     if reduction == "normalized":
         return weighting.position_weights(positives).double().sum()
     return position_count(positives)
+
+
+def tensor_of(values: np.ndarray) -> torch.Tensor:
+    """A float64 tensor of ``values`` (weightings keep their state in float64)."""
+    return torch.from_numpy(np.asarray(values, dtype=np.float64))

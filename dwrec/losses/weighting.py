@@ -57,12 +57,11 @@ class FixedConfig(ReductionConfig):
     weight_domains: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Target domains of --loss fixed; repeat the flag or separate with "
-            "commas/spaces.",
+            "help": "Target domains; repeat the flag or separate with commas/spaces.",
             "default_text": "",
         },
     )
-    fixed_weight: float = field(default=2.0, metadata={"help": "Fixed weight"})
+    fixed_weight: float = field(default=2.0, metadata={"help": "Weight of the target domains"})
 
     def require(self) -> None:
         if not self.weight_domains:

@@ -94,7 +94,7 @@ def open_resumed(
 ) -> OpenRun:
     given = check_resume_options(run_dir, options)
     folder = RunDir(run_dir)
-    saved = folder.read_config()
+    saved = folder.read_config(with_plugins=True)
     dataset_dir = folder.recorded_data(saved)[0]
     try:  # a hand-edited or damaged config.json: one line naming it, not a KeyError
         config = from_saved(saved)
@@ -218,6 +218,7 @@ def write_config(run: OpenRun) -> None:
         "split": {"scheme": run.split.scheme, "fingerprint": run.split.fingerprint},
         **config_sections(config),
         "label": label,
+        **({"plugins": config.plugins} if config.plugins else {}),
         **provenance(),
     }
     RunDir(run.run_dir).write_config(document, environment(run.device, run.world))
