@@ -129,7 +129,7 @@ def user_states(model, dataset, cases, device) -> torch.Tensor:
 
 def dwrec_ranking(model, dataset, cases, states, device) -> np.ndarray:
     """The evaluator's ranking stage on precomputed states (top-10 lists too)."""
-    from dwrec.eval.evaluator import _ranges, rank_batch
+    from dwrec.eval.ranking import ranges, rank_batch
 
     ranks = []
     with torch.inference_mode():
@@ -137,7 +137,7 @@ def dwrec_ranking(model, dataset, cases, states, device) -> np.ndarray:
             part = slice(begin, begin + 256)
             state = states[part]
             starts = dataset.user_indptr[cases.user[part]]
-            rows, source = _ranges(starts, cases.history_end[part])
+            rows, source = ranges(starts, cases.history_end[part])
             result = rank_batch(
                 lambda a, b, s=state: model.score(s),
                 torch.from_numpy(cases.target[part]).to(device),
@@ -220,15 +220,11 @@ def measure(label: str, dataset, args, recbole=None) -> dict:
 def one_batch_at_a_time(model, dataset, split, device) -> None:
     """``evaluate_model`` as before the worker threads: each batch of 256 cases in one forward
     on all torch threads (the baseline of the "workers / one batch" column)."""
-    import dwrec.eval.evaluator as evaluator
+    from dwrec.eval.evaluator import evaluate_model
 
-    saved = evaluator._cpu_workers, evaluator.FORWARD_TOKENS
-    evaluator._cpu_workers = lambda device: 1
-    evaluator.FORWARD_TOKENS = 1 << 30
-    try:
-        evaluator.evaluate_model(model, dataset, split, "test", (10,), device=device)
-    finally:
-        evaluator._cpu_workers, evaluator.FORWARD_TOKENS = saved
+    evaluate_model(
+        model, dataset, split, "test", (10,), device=device, workers=1, forward_tokens=1 << 30
+    )
 
 
 def evaluation_flops(dataset, cases, config, n_items: int) -> float:

@@ -182,7 +182,7 @@ def point_train(args: argparse.Namespace) -> dict:
         positions, loss_sum = 0, 0.0
         clock = time.perf_counter()
         for index in timed:
-            loss, n_positions = trainer._step(index)
+            loss, n_positions = trainer.step(index)
             positions += n_positions
             loss_sum += float(loss) * n_positions
         seconds = time.perf_counter() - clock

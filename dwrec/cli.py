@@ -21,7 +21,7 @@ from dwrec.runtime import tune_malloc
 # torch's CPU kernels run on OpenMP threads that spin while they wait for each other (GNU
 # OpenMP: 300,000 spins by default). Beside any other busy process, a run with as many threads
 # as cores then slows down 2-13x; capping the spins at 1,000 recovers most of that and costs
-# about 9% on an idle 2-core machine (benchmarks/thread_policy.py, docs/performance.md). Read
+# about 9% on an idle 2-core machine (docs/performance.md). Read
 # once, when torch loads, so it is set here, before any command imports torch. A wait policy
 # or spin count the user set wins; other OpenMP runtimes ignore the variable.
 if "OMP_WAIT_POLICY" not in os.environ:

@@ -220,6 +220,15 @@ class Trainer:
         self.epoch_seconds = time.perf_counter() - self.epoch_clock
         self.epoch_sequences_session = sequences_this_session
 
+    def step(self, window_index: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """One optimiser step on the training windows ``window_index`` (the public seam for
+        benchmarks): returns the (device) loss and the batch's number of positions."""
+        return self._step(window_index)
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics at K=10 of the current model (what early stopping reads)."""
+        return self._validate()
+
     def _step(self, window_index: torch.Tensor) -> tuple[torch.Tensor, int]:
         """One optimiser step on the windows ``window_index``; returns the (device) loss
         and the batch's number of positions. With several processes ``window_index`` is the
