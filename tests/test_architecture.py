@@ -14,7 +14,6 @@ LONG_ALLOWED = {
     "dwrec.report.runs",  # owned by the report helper (RunDir now holds its file names)
     "dwrec.data.sources.movielens",  # the data helper shrinks the sources
     "dwrec.data.sources.amazon",
-    "dwrec.train.distributed",  # TODO(issue 13): move the --nproc launcher out
 }
 # Tests that still import a benchmark module (issue 13, left to do: move what they need into
 # dwrec or drive the scripts as subprocesses). The list may only shrink.

@@ -32,10 +32,7 @@ PER_USER_FILE = PER_USER
 METRICS_FILE = METRICS
 COHORTS = ("target", "power", "general")
 # config.json "train" keys that change how a run was executed, not what it learned
-OPERATIONAL_TRAIN_KEYS = frozenset(
-    {"seed", "device", "compile", "amp", "num_workers", "workers", "threads", "resume", "out",
-     "run_dir", "progress", "log_every", "distributed", "world_size", "nproc", "backend"}
-)  # fmt: skip
+OPERATIONAL_TRAIN_KEYS = frozenset({"seed", "device", "compile", "amp"})
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 from dwrec.errors import UsageError
 from dwrec.plugins import load_plugins
 from dwrec.rundir import RunDir
-from dwrec.train import distributed
+from dwrec.train import distributed, launch
 from dwrec.train.config import from_saved, resolve
 from dwrec.train.loop import Callback, Trainer, TrainResult  # noqa: F401 - re-exported
 from dwrec.train.progress import TrainingDisplay
@@ -105,12 +105,12 @@ def train(
 
 def _spawn(nproc: int, arguments: dict[str, Any], callback: Callback | None) -> TrainResult:
     """``train(nproc=N)``: check what can be checked here (flags, devices), then run the N
-    ranks as worker processes (:func:`dwrec.train.distributed.spawn`)."""
+    ranks as worker processes (:func:`dwrec.train.launch.spawn`)."""
     if callback is not None:
         raise UsageError("train(callback=...) cannot be combined with nproc > 1 (it would run "
                          "in the worker processes)")  # fmt: skip
-    launch = ("dataset", "model", "loss", "out", "config_file", "resume", "quiet", "plugins")
-    options = {k: v for k, v in arguments.items() if k not in launch}
+    launch_keys = ("dataset", "model", "loss", "out", "config_file", "resume", "quiet", "plugins")
+    options = {k: v for k, v in arguments.items() if k not in launch_keys}
     if arguments["resume"] is not None:
         run_dir = Path(arguments["resume"])
         check_resume_options(run_dir, options)
@@ -123,5 +123,5 @@ def _spawn(nproc: int, arguments: dict[str, Any], callback: Callback | None) -> 
         if config.out is not None:
             check_out_is_free(Path(config.out))
         device = config.train.device
-    distributed.check_nproc(nproc, device, multiprocess_refusal(config))
-    return distributed.spawn(nproc, arguments, train)
+    launch.check_nproc(nproc, device, multiprocess_refusal(config))
+    return launch.spawn(nproc, arguments, train)
