@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import best_of, cpu_name
+from _common import best_of, cpu_name
 
 from dwrec.runtime import tune_malloc
 

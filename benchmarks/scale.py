@@ -42,7 +42,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _machine import cpu_name
+from _common import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN_LENGTH = 42  # log-normal lengths around 42, clipped to [5, 336]: ~50.2 per user

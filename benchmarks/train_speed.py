@@ -57,7 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _machine import cpu_name, load_average
+from _common import cpu_name, load_average
 
 from dwrec.runtime import tune_malloc
 
