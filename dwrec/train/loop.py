@@ -29,19 +29,8 @@ from dwrec.train.batches import (
     training_windows,
 )
 from dwrec.train.progress import TrainingDisplay
-from dwrec.train.setup import (  # noqa: F401 - OpenRun, claim_run_dir... re-exported
-    RESUME_OVERRIDES,
-    OpenRun,
-    check_out_is_free,
-    check_resume_options,
-    claim_run_dir,
-    domain_names_in,
-    environment,
-    multiprocess_refusal,
-    open_new,
-    open_resumed,
-)
-from dwrec.train.steps import (  # noqa: F401 - ModelScorer re-exported
+from dwrec.train.setup import OpenRun
+from dwrec.train.steps import (
     ModelScorer,
     build_optimizer,
     domain_shares,

@@ -19,6 +19,7 @@ from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.split import Split, make_split
 from dwrec.errors import DataFormatError, UsageError
 from dwrec.io import provenance
+from dwrec.losses.domains import domain_names_in  # noqa: F401 - re-exported
 from dwrec.rundir import CONFIG, RunDir
 from dwrec.train import checkpoint, distributed
 from dwrec.train.config import RunConfig, config_sections, from_saved
@@ -46,7 +47,7 @@ def open_new(
     dataset_dir = resolve_dataset(config.dataset).resolve()
     display.line(f"dataset: {dataset_dir.name} ({dataset_dir})")
     dataset = load_dataset(dataset_dir)
-    config.loss.weight_domains = domain_names_in(config.loss.weight_domains, dataset)
+    config.loss.bind_dataset(dataset)  # e.g. fixed: --weight-domains -> domain names
     split = make_split(dataset, config.train.split)
     world, device = start_world(world, config)
     # only rank 0 claims and writes; the others learn the run dir (or rank 0's error) from it
@@ -151,26 +152,6 @@ def check_resume_options(run_dir: Path, options: dict) -> dict:
             "start a new run instead"
         )
     return given
-
-
-def domain_names_in(values: list[str], dataset: Dataset) -> list[str]:
-    """``--weight-domains`` values -> the dataset's domain names. A value that names a domain
-    is kept whole (names may contain spaces); otherwise it is split on commas, then on
-    whitespace. An unknown name is a usage error listing close matches."""
-    known = set(dataset.domain_names)
-    names: list[str] = []
-    for value in values:
-        if value in known:
-            names.append(value)
-            continue
-        for part in (p.strip() for p in value.split(",")):
-            if not part:
-                continue
-            pieces = [part] if part in known else part.split()
-            for piece in pieces:
-                dataset.domain_index(piece)  # raises with "did you mean"
-                names.append(piece)
-    return list(dict.fromkeys(names))
 
 
 def claim_run_dir(config: RunConfig, dataset_name: str) -> Path:
