@@ -313,9 +313,6 @@ def load_run_data(run_dir: str | Path) -> tuple[dict, Dataset, Split]:
     return config, dataset, split
 
 
-load_run = load_run_data  # the former name (dwrec.report.runs.load_run is another function)
-
-
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
