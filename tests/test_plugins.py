@@ -142,3 +142,42 @@ def test_a_toy_model_from_a_plugin_file_trains_with_its_own_option(synthetic, tm
         dwrec.train(synthetic, model="toy", plugins=[plugin], nproc=2, **options)
     with pytest.raises(UsageError, match="'toy_aux' is an option of --model toy, not of"):
         dwrec.train(synthetic, model="sasrec", toy_aux=1.0, **options)
+
+
+def test_train_help_lists_every_option_of_every_class_with_its_default(capsys, monkeypatch):
+    import dataclasses
+
+    from dwrec.losses.config import loss_classes
+    from dwrec.models.registry import model_class, model_names
+
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "<bool>" not in out and "<list" not in out
+    # the built-in classes (a plugin another test loaded here came after the CLI was built)
+    classes = [model_class(name) for name in model_names()] + loss_classes()
+    classes = [cls.config_class for cls in classes if cls.__module__.startswith("dwrec.")]
+    for config_class in classes:
+        for f in dataclasses.fields(config_class):
+            flag = f"--{f.name.replace('_', '-')}"
+            assert flag in out, flag
+    for shown in ("[0.9,0.6,0.3]", "[normalized]", "[0.25]", "[64; pinnerformer 256]"):
+        assert shown in out, shown
+    assert "bert4rec: Masking probability [0.2]" in out
+
+
+def test_set_reads_toml_values_and_names_an_unknown_key():
+    from dwrec.train.config import parse_set, resolve
+
+    values = parse_set(["w_max=5", "mml_margins=[0.9, 0.5]", "weight_scale=log", "amp=false"])
+    assert values == {"w_max": 5, "mml_margins": [0.9, 0.5], "weight_scale": "log", "amp": False}
+    with pytest.raises(UsageError, match="same length"):  # ranges are checked as for flags
+        resolve({**values, "loss": "dynamic"})
+    values.update(parse_set(["mml-weights=[1, 0.5]"]))
+    config = resolve({**values, "loss": "dynamic"})
+    assert config.loss.w_max == 5.0 and isinstance(config.loss.w_max, float)
+    assert config.loss.mml_margins == [0.9, 0.5] and config.train.amp is False
+    with pytest.raises(UsageError, match="unknown option 'w_maxx'. Did you mean: w_max"):
+        parse_set(["w_maxx=5"])
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        parse_set(["w_max"])
