@@ -228,18 +228,12 @@ def one_batch_at_a_time(model, dataset, split, device) -> None:
 
 
 def evaluation_flops(dataset, cases, config, n_items: int) -> float:
-    """Multiply-add FLOPs (x2) that ranking every case needs with dwrec's SASRec, counting
-    each case's real history items only (at most ``max_len``): the blocks before the last
-    over every position (projections, causal attention pairs, feed-forward), the last block
-    at the last position (its keys and values folded into the query, see
-    ``MultiHeadSelfAttention.last_query``), and the scores of every item. Layer norms,
-    masks and the ranking itself are not counted: this is a floor, not a model of the time."""
-    d, ffn, layers = config.hidden, config.ffn or 4 * config.hidden, config.layers
-    n = np.minimum(cases.history_end - dataset.user_indptr[cases.user], config.max_len)
-    n = n.astype(np.float64)
-    full_block = 2 * n * (4 * d * d + 2 * d * ffn) + 4 * d * n * (n + 1) / 2
-    last_block = 8 * d * d + 4 * config.heads * d * n + 4 * d * ffn
-    return float(((layers - 1) * full_block + last_block + 2 * d * n_items).sum())
+    """FLOPs that ranking every case of ``cases`` needs with dwrec's SASRec
+    (:func:`dwrec.models.sasrec.ranking_flops` of each case's history length)."""
+    from dwrec.models.sasrec import ranking_flops
+
+    lengths = cases.history_end - dataset.user_indptr[cases.user]
+    return ranking_flops(config, lengths, n_items)
 
 
 def matmul_peak(threads: int) -> float:

@@ -19,7 +19,6 @@ LONG_ALLOWED = {
 # dwrec or drive the scripts as subprocesses). The list may only shrink.
 BENCHMARK_IMPORTS_ALLOWED = {
     "test_reproduce_paper.py",
-    "test_eval_speed_flops.py",
     "test_recbole_harness.py",
     "test_recbole_export.py",
 }
