@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import best_of, cpu_name
+from _common import best_of, cpu_name
 
 from dwrec.runtime import tune_malloc
 
@@ -129,7 +129,7 @@ def user_states(model, dataset, cases, device) -> torch.Tensor:
 
 def dwrec_ranking(model, dataset, cases, states, device) -> np.ndarray:
     """The evaluator's ranking stage on precomputed states (top-10 lists too)."""
-    from dwrec.eval.evaluator import _ranges, rank_batch
+    from dwrec.eval.ranking import ranges, rank_batch
 
     ranks = []
     with torch.inference_mode():
@@ -137,7 +137,7 @@ def dwrec_ranking(model, dataset, cases, states, device) -> np.ndarray:
             part = slice(begin, begin + 256)
             state = states[part]
             starts = dataset.user_indptr[cases.user[part]]
-            rows, source = _ranges(starts, cases.history_end[part])
+            rows, source = ranges(starts, cases.history_end[part])
             result = rank_batch(
                 lambda a, b, s=state: model.score(s),
                 torch.from_numpy(cases.target[part]).to(device),
@@ -220,30 +220,20 @@ def measure(label: str, dataset, args, recbole=None) -> dict:
 def one_batch_at_a_time(model, dataset, split, device) -> None:
     """``evaluate_model`` as before the worker threads: each batch of 256 cases in one forward
     on all torch threads (the baseline of the "workers / one batch" column)."""
-    import dwrec.eval.evaluator as evaluator
+    from dwrec.eval.evaluator import evaluate_model
 
-    saved = evaluator._cpu_workers, evaluator.FORWARD_TOKENS
-    evaluator._cpu_workers = lambda device: 1
-    evaluator.FORWARD_TOKENS = 1 << 30
-    try:
-        evaluator.evaluate_model(model, dataset, split, "test", (10,), device=device)
-    finally:
-        evaluator._cpu_workers, evaluator.FORWARD_TOKENS = saved
+    evaluate_model(
+        model, dataset, split, "test", (10,), device=device, workers=1, forward_tokens=1 << 30
+    )
 
 
 def evaluation_flops(dataset, cases, config, n_items: int) -> float:
-    """Multiply-add FLOPs (x2) that ranking every case needs with dwrec's SASRec, counting
-    each case's real history items only (at most ``max_len``): the blocks before the last
-    over every position (projections, causal attention pairs, feed-forward), the last block
-    at the last position (its keys and values folded into the query, see
-    ``MultiHeadSelfAttention.last_query``), and the scores of every item. Layer norms,
-    masks and the ranking itself are not counted: this is a floor, not a model of the time."""
-    d, ffn, layers = config.hidden, config.ffn or 4 * config.hidden, config.layers
-    n = np.minimum(cases.history_end - dataset.user_indptr[cases.user], config.max_len)
-    n = n.astype(np.float64)
-    full_block = 2 * n * (4 * d * d + 2 * d * ffn) + 4 * d * n * (n + 1) / 2
-    last_block = 8 * d * d + 4 * config.heads * d * n + 4 * d * ffn
-    return float(((layers - 1) * full_block + last_block + 2 * d * n_items).sum())
+    """FLOPs that ranking every case of ``cases`` needs with dwrec's SASRec
+    (:func:`dwrec.models.sasrec.ranking_flops` of each case's history length)."""
+    from dwrec.models.sasrec import ranking_flops
+
+    lengths = cases.history_end - dataset.user_indptr[cases.user]
+    return ranking_flops(config, lengths, n_items)
 
 
 def matmul_peak(threads: int) -> float:

@@ -42,7 +42,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _machine import cpu_name
+from _common import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN_LENGTH = 42  # log-normal lengths around 42, clipped to [5, 336]: ~50.2 per user
@@ -182,7 +182,7 @@ def point_train(args: argparse.Namespace) -> dict:
         positions, loss_sum = 0, 0.0
         clock = time.perf_counter()
         for index in timed:
-            loss, n_positions = trainer._step(index)
+            loss, n_positions = trainer.step(index)
             positions += n_positions
             loss_sum += float(loss) * n_positions
         seconds = time.perf_counter() - clock

@@ -57,7 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _machine import cpu_name, load_average
+from _common import cpu_name, load_average
 
 from dwrec.runtime import tune_malloc
 
@@ -224,7 +224,7 @@ def dwrec_figures(args: argparse.Namespace, between: Callable[[int], None] | Non
         timed = steps_per_epoch if args.steps <= 0 else min(args.steps, steps_per_epoch)
         model.train()
         for index in slices[: args.warmup]:
-            trainer._step(index)
+            trainer.step(index)
         _sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -235,7 +235,7 @@ def dwrec_figures(args: argparse.Namespace, between: Callable[[int], None] | Non
             part = slices[begin : min(begin + chunk, timed)]
             start = time.perf_counter()
             for index in part:
-                _, n_positions = trainer._step(index)
+                _, n_positions = trainer.step(index)
                 positions += n_positions
                 sequences += len(index)
             _sync(device)
@@ -435,11 +435,11 @@ def both_time_to_ndcg(args: argparse.Namespace, dataset_dir: Path) -> tuple[dict
                 trainer.model.train()
                 started = time.perf_counter()
                 for index in slices:
-                    trainer._step(index)
+                    trainer.step(index)
                     sequences += len(index)
                 dwrec_seconds += time.perf_counter() - started
                 epochs += 1
-                valid = trainer._validate()
+                valid = trainer.validate()
                 ours.append(
                     {
                         "train_seconds": dwrec_seconds,

@@ -59,7 +59,7 @@ def build_trainer(args: argparse.Namespace, dataset_dir: Path, scratch: Path):
     """A real trainer whose loss is ``dynamic`` over ``args.objective``."""
     from dwrec.train.config import resolve
     from dwrec.train.progress import TrainingDisplay
-    from dwrec.train.trainer import Trainer, _open_new
+    from dwrec.train.trainer import Trainer, open_new
 
     options = {
         "dataset": str(dataset_dir),
@@ -75,7 +75,7 @@ def build_trainer(args: argparse.Namespace, dataset_dir: Path, scratch: Path):
         "epochs": 1,
     }
     display = TrainingDisplay(quiet=True)
-    return Trainer(_open_new(resolve(options), display), display, None)
+    return Trainer(open_new(resolve(options), display), display, None)
 
 
 def generic_twin(trainer):
@@ -104,7 +104,7 @@ def timed_step(trainer, weighting, window_index: torch.Tensor) -> float:
     trainer.weighting = weighting
     synchronize(trainer.device)
     started = time.perf_counter()
-    trainer._step(window_index)
+    trainer.step(window_index)
     synchronize(trainer.device)
     return time.perf_counter() - started
 

@@ -21,7 +21,7 @@ from dwrec.runtime import tune_malloc
 # torch's CPU kernels run on OpenMP threads that spin while they wait for each other (GNU
 # OpenMP: 300,000 spins by default). Beside any other busy process, a run with as many threads
 # as cores then slows down 2-13x; capping the spins at 1,000 recovers most of that and costs
-# about 9% on an idle 2-core machine (benchmarks/thread_policy.py, docs/performance.md). Read
+# about 9% on an idle 2-core machine (docs/performance.md). Read
 # once, when torch loads, so it is set here, before any command imports torch. A wait policy
 # or spin count the user set wins; other OpenMP runtimes ignore the variable.
 if "OMP_WAIT_POLICY" not in os.environ:
@@ -29,6 +29,26 @@ if "OMP_WAIT_POLICY" not in os.environ:
 # Keep large freed blocks in glibc's heap instead of returning them to the kernel after every
 # training step (dwrec/runtime.py; DWREC_MALLOC_TUNING=0 or glibc's own variables opt out).
 tune_malloc()
+
+
+def _hide_flag_types() -> None:
+    """Show no ``<bool>`` type beside on/off flags (``--help``, ``--quiet``, ``--dedupe``):
+    they take no value."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # another Typer layout: keep its default display
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
 
 COMMAND_MODULES = ("quickstart", "prepare", "datasets", "train", "evaluate", "report")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dwrec.errors import UsageError
+from dwrec.rundir import RunDir
 
 LOSSES = ("generic", "fixed", "dynamic")
 
@@ -86,7 +87,7 @@ def quickstart(
                          lambda event, info: notify(event, info))  # fmt: skip
         if not is_finished(run_dir):
             raise UsageError(f"{run_dir}: training did not finish")
-        if not (run_dir / "metrics.json").exists():
+        if not RunDir(run_dir).outputs()[1].exists():
             notify("evaluate", {"run_dir": run_dir})
             evaluate_run(run_dir, device=device)
         run_dirs.append(run_dir)
@@ -120,7 +121,7 @@ def _train_or_resume(
 
     if is_finished(run_dir):
         return
-    if (run_dir / "last.pt").exists():
+    if RunDir(run_dir).last_checkpoint.exists():
         dwrec.train(resume=run_dir, quiet=True, callback=callback, device=device)
         return
     if run_dir.exists() and any(run_dir.iterdir()):

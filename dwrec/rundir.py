@@ -109,8 +109,15 @@ class RunDir:
 
     # -- config
 
-    def read_config(self) -> dict:
-        return read_json(self.config_path)
+    def read_config(self, with_plugins: bool = False) -> dict:
+        """``config.json``; ``with_plugins``: also import the plugins the run recorded
+        (checked against their SHA-256), so that its classes are known."""
+        config = read_json(self.config_path)
+        if with_plugins and isinstance(config, dict) and config.get("plugins"):
+            from dwrec.plugins import load_recorded
+
+            load_recorded(config["plugins"], self.config_path)
+        return config
 
     def write_config(self, document: dict, environment: dict | None = None) -> None:
         write_json(self.config_path, document)

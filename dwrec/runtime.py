@@ -7,7 +7,7 @@ logits of a full softmax over the catalogue, activations, gradients), so every s
 kernel for fresh pages and the kernel zeroes each one on first touch: in the ML-1M SASRec
 benchmark that page traffic took about 40% of a CPU training step. :func:`tune_malloc` raises
 the mmap threshold and the trim threshold to 1 GiB, so freed blocks stay in the heap and the
-next step reuses them (``benchmarks/allocator.py``; docs/performance.md section 8).
+next step reuses them (docs/performance.md section 8).
 
 The price is that memory freed inside a run is kept by the process until it ends (up to 1
 GiB above what it holds), and a few percent more peak RSS from heap fragmentation.

@@ -20,7 +20,7 @@ from dwrec.data.split import make_split
 from dwrec.errors import DwrecError, UsageError
 from dwrec.losses.config import LossConfig
 from dwrec.losses.registry import build_weighting
-from dwrec.train import distributed
+from dwrec.train import distributed, launch
 from dwrec.train.batches import training_windows
 
 TINY = {"hidden": 16, "layers": 1, "heads": 2, "max_len": 12, "lr": 3e-3, "dropout": 0.0}
@@ -189,13 +189,13 @@ def test_a_worker_killed_without_report_is_named_before_the_broken_collectives()
         1: ("died", -9),
     }
     with pytest.raises(DwrecError) as caught:
-        distributed._outcome(outcomes, 2)
+        launch._outcome(outcomes, 2)
     message = str(caught.value)
     assert message.startswith("training rank 1 exited with code -9 without a report")
     assert "also: rank 0 failed: RuntimeError: Connection reset by peer" in message
     with pytest.raises(UsageError, match="--out x: already exists"):
-        distributed._outcome({1: ("usage", "--out x: already exists"), 0: ("usage", "?")}, 2)
-    assert distributed._outcome({1: ("ok", None), 0: ("ok", "result")}, 2) == "result"
+        launch._outcome({1: ("usage", "--out x: already exists"), 0: ("usage", "?")}, 2)
+    assert launch._outcome({1: ("ok", None), 0: ("ok", "result")}, 2) == "result"
 
 
 def test_nproc_must_be_a_positive_integer(data_dir, capsys):

@@ -1,26 +1,16 @@
-"""The FLOP floor of benchmarks/eval_speed.py against torch's own FLOP counter."""
+"""The FLOP floor benchmarks/eval_speed.py compares with (``ranking_flops``) against torch's
+own FLOP counter."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dwrec.data.split import Cases
 from dwrec.models.base import ModelConfig
 from dwrec.models.registry import build_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import eval_speed  # noqa: E402
-
-
-class _Indptr:
-    def __init__(self, starts):
-        self.user_indptr = np.asarray(starts)
+from dwrec.models.sasrec import ranking_flops
 
 
 @pytest.mark.parametrize(("length", "layers"), [(1, 1), (7, 2), (23, 3)])
@@ -38,15 +28,11 @@ def test_evaluation_flops_match_torch_flop_counter(length, layers):
     head = config.hidden // config.heads
     causal = sum(config.heads * (query + 1) * head * 2 * 2 for query in range(length))
     expected = counter.get_total_flops() + (layers - 1) * causal
-    cases = Cases(np.array([0]), np.array([0]), np.array([length]), np.array([length]))
-    floor = eval_speed.evaluation_flops(_Indptr([0]), cases, config, n_items)
+    floor = ranking_flops(config, np.array([length]), n_items)
     assert floor == pytest.approx(expected, rel=1e-12)
 
 
 def test_evaluation_flops_truncate_histories_to_max_len():
     config = ModelConfig(hidden=8, heads=2, layers=2, max_len=5)
-    long = Cases(np.array([0]), np.array([0]), np.array([40]), np.array([40]))
-    short = Cases(np.array([0]), np.array([0]), np.array([5]), np.array([5]))
-    assert eval_speed.evaluation_flops(_Indptr([0]), long, config, 9) == (
-        eval_speed.evaluation_flops(_Indptr([0]), short, config, 9)
-    )
+    assert ranking_flops(config, [40], 9) == ranking_flops(config, [5], 9)
+    assert ranking_flops(config, [4], 9) < ranking_flops(config, [5], 9)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from dwrec.commands._common import THREADS_HELP, console, set_threads
 from dwrec.errors import UsageError
+from dwrec.rundir import RunDir
 
 N_DOMAINS_SHOWN = 5
 
@@ -176,7 +177,7 @@ def _pending_runs(runs_dir: Path, split: str, force: bool) -> list[Path]:
         raise UsageError(f"no RUN given and --runs-dir {runs_dir} is not a directory")
     metrics_name = output_names(split)[1]
     pending = []
-    for run_dir in sorted(p for p in runs_dir.iterdir() if (p / "config.json").exists()):
+    for run_dir in sorted(p for p in runs_dir.iterdir() if RunDir(p).has_config()):
         if not is_finished(run_dir):
             console.print(f"skip {run_dir}: training has not finished", highlight=False)
         elif (run_dir / metrics_name).exists() and not force:

@@ -65,6 +65,8 @@ class _Options:
     sampled: int | None
     seed: int
     max_score_elements: int
+    workers: int | None = None
+    forward_tokens: int | None = None
 
 
 def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Ranking:
@@ -77,7 +79,7 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
     # positions from the first real token: the same states on fewer columns).
     order = np.argsort(np.minimum(cases.history_end - starts_all, max_len), kind="stable")
     # Sampled candidates come from one generator in batch order, so those batches run serially.
-    workers = 1 if opts.sampled else _cpu_workers(opts.device)
+    workers = 1 if opts.sampled else (opts.workers or _cpu_workers(opts.device))
     size = opts.batch_size
     if workers > 1:  # at least 2 batches per worker, when the cases allow
         size = max(1, min(size, -(-len(cases) // (2 * workers))))
@@ -97,7 +99,7 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
             cols = dataset.item_ids[source]
         rows_t = torch.from_numpy(rows).to(opts.device)
         cols_t = torch.from_numpy(cols).to(opts.device)
-        state = _user_states(model, tokens)
+        state = _user_states(model, tokens, opts.forward_tokens)
         if opts.sampled:
             candidates = _sample_candidates(targets, rows_t, cols_t, n_items, opts, generator)
             result = rank_sampled(model.score(state, candidates), candidates, opts.top_k)
@@ -131,10 +133,10 @@ FORWARD_TOKENS = 4096
 positions, which keeps a transformer's activations (a few MiB) in the CPU caches."""
 
 
-def _user_states(model, tokens: torch.Tensor) -> torch.Tensor:
+def _user_states(model, tokens: torch.Tensor, forward_tokens: int | None = None) -> torch.Tensor:
     """``model.user_state`` of a ``[B, L]`` batch, computed in row slices of about
     :data:`FORWARD_TOKENS` positions (a row's state depends on that row alone)."""
-    rows = max(1, FORWARD_TOKENS // max(1, tokens.shape[1]))
+    rows = max(1, (forward_tokens or FORWARD_TOKENS) // max(1, tokens.shape[1]))
     if tokens.device.type != "cpu" or rows >= tokens.shape[0]:
         return model.user_state(tokens)
     return torch.cat([model.user_state(trim_leading_padding(part)) for part in tokens.split(rows)])
@@ -231,8 +233,14 @@ def rank_model(
     sampled: int | None = None,
     seed: int = 0,
     max_score_elements: int = MAX_SCORE_ELEMENTS,
+    workers: int | None = None,
+    forward_tokens: int | None = None,
 ) -> Ranking:
-    """Rank every case with ``model`` (restores its train/eval mode afterwards)."""
+    """Rank every case with ``model`` (restores its train/eval mode afterwards).
+
+    ``workers``: batches ranked at once on CPU threads (default: torch's thread count on CPU,
+    1 elsewhere); ``forward_tokens``: token positions per model forward (default
+    :data:`FORWARD_TOKENS`). Both change speed only, never a rank."""
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     if sampled is not None and sampled < 1:
@@ -250,6 +258,8 @@ def rank_model(
         sampled,
         seed,
         max_score_elements,
+        workers,
+        forward_tokens,
     )
     was_training = model.training
     model.eval()
@@ -268,16 +278,18 @@ def evaluate_model(
     ks: Sequence[int] = (10,),
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | torch.device | None = None,
+    **knobs,
 ) -> dict[str, float]:
     """Overall full-ranking metrics of ``model`` on ``split.cases(which)`` (history masked).
 
     Returns ``{"recall@10": mean, "ndcg@10": ..., "mrr@10": ...}`` for every K; the
     trainer's early stopping reads ``ndcg@10`` on ``which="valid"``. No top-K lists are
     built, so this is one forward, one matmul, one mask and one count per batch.
+    ``knobs``: ``workers`` / ``forward_tokens`` of :func:`rank_model`.
     """
     ks = _check_ks(ks)
     cases = split.cases(which)
-    ranking = rank_model(model, dataset, cases, batch_size=batch_size, device=device)
+    ranking = rank_model(model, dataset, cases, batch_size=batch_size, device=device, **knobs)
     per_case = metrics.per_case_metrics(ranking.ranks, ks)
     return {name: float(values.mean()) if len(values) else 0.0 for name, values in per_case.items()}
 
@@ -296,12 +308,9 @@ def load_run_data(run_dir: str | Path) -> tuple[dict, Dataset, Split]:
     folder = RunDir(run_dir)
     if not folder.path.is_dir():
         raise UsageError(f"RUN {folder.path}: no such run directory")
-    config = folder.read_config()
+    config = folder.read_config(with_plugins=True)
     dataset, split = folder.load_data(config)
     return config, dataset, split
-
-
-load_run = load_run_data  # the former name (dwrec.report.runs.load_run is another function)
 
 
 def evaluate_run(

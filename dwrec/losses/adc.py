@@ -22,8 +22,8 @@ from dwrec.losses.domains import (
 
 @dataclass
 class ADCConfig(ReductionConfig):
-    adc_gamma: float = field(default=1.5, metadata={"help": "ADC gamma"})
-    adc_lr: float = field(default=0.025, metadata={"help": "ADC weight step size"})
+    adc_gamma: float = field(default=1.5, metadata={"help": "Gamma of the loss-ratio target"})
+    adc_lr: float = field(default=0.025, metadata={"help": "Step size of the weights"})
 
     def validate(self) -> None:
         super().validate()

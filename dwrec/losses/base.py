@@ -69,6 +69,11 @@ class LossOptions:
     def validate(self) -> None:
         """Raise :class:`~dwrec.errors.UsageError` for a value out of range."""
 
+    def bind_dataset(self, dataset: Any) -> None:
+        """Resolve options against the dataset of a new run, in place, before anything is
+        written (e.g. ``fixed``: ``--weight-domains`` values -> domain names). Default:
+        nothing."""
+
 
 class Objective:
     """Maps an :class:`ObjectiveInput` to an unreduced loss per position ``[N]``.

@@ -136,6 +136,14 @@ class LossConfig:
     def weighting_config(self) -> LossOptions:
         return self.typed(self.weighting_class().config_class)
 
+    def bind_dataset(self, dataset: Any) -> None:
+        """Let the selected classes resolve their options against ``dataset``
+        (:meth:`~dwrec.losses.base.LossOptions.bind_dataset`); the results are kept."""
+        for typed in (self.objective_config(), self.weighting_config()):
+            typed.bind_dataset(dataset)
+            for f in dataclasses.fields(typed):
+                self.options[f.name] = getattr(typed, f.name)
+
     def validate(self) -> LossConfig:
         """Check the names and every class's option ranges; then what the selected classes
         require (e.g. ``fixed`` needs ``--weight-domains``)."""

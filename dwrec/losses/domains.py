@@ -236,3 +236,28 @@ def weighted_denominator(weighting, positives: torch.Tensor, reduction: str) -> 
     if reduction == "normalized":
         return weighting.position_weights(positives).double().sum()
     return position_count(positives)
+
+
+def tensor_of(values: np.ndarray) -> torch.Tensor:
+    """A float64 tensor of ``values`` (weightings keep their state in float64)."""
+    return torch.from_numpy(np.asarray(values, dtype=np.float64))
+
+
+def domain_names_in(values: list[str], dataset) -> list[str]:
+    """``--weight-domains`` values -> the dataset's domain names. A value that names a domain
+    is kept whole (names may contain spaces); otherwise it is split on commas, then on
+    whitespace. An unknown name is a usage error listing close matches."""
+    known = set(dataset.domain_names)
+    names: list[str] = []
+    for value in values:
+        if value in known:
+            names.append(value)
+            continue
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            pieces = [part] if part in known else part.split()
+            for piece in pieces:
+                dataset.domain_index(piece)  # raises with "did you mean"
+                names.append(piece)
+    return list(dict.fromkeys(names))

@@ -54,7 +54,7 @@ class CrossEntropyConfig(LossOptions):
     softmax_chunk: int | None = field(
         default=None,
         metadata={
-            "help": "ce: items per logits chunk, bounding memory; 0 never chunks",
+            "help": "Items per logits chunk, bounding memory; 0 never chunks",
             "default_text": "auto: chunk above 2^28 logits",
         },
     )
@@ -132,7 +132,7 @@ def gbce_beta(negatives: int, n_items: int, t: float) -> float:
 
 @dataclass
 class GeneralisedBCEConfig(SampledConfig):
-    gbce_t: float = field(default=0.75, metadata={"help": "gBCE calibration t"})
+    gbce_t: float = field(default=0.75, metadata={"help": "Calibration t"})
 
     def validate(self) -> None:
         super().validate()
@@ -236,13 +236,13 @@ class SampledSoftmax(Objective):
 
 @dataclass
 class DualScaleConfig(SampledConfig):
-    dsl_lh: float = field(default=1.0, metadata={"help": "DSL hardness scale"})
-    dsl_ls: float = field(default=1.0, metadata={"help": "DSL similarity scale"})
-    dsl_m: int = field(default=20, metadata={"help": "DSL slate size"})
-    dsl_t0: float = field(default=1.0, metadata={"help": "DSL base temperature"})
-    dsl_k: float = field(default=0.5, metadata={"help": "DSL temperature slope"})
-    dsl_tmin: float = field(default=0.05, metadata={"help": "DSL min temperature"})
-    dsl_tmax: float = field(default=5.0, metadata={"help": "DSL max temperature"})
+    dsl_lh: float = field(default=1.0, metadata={"help": "Hardness scale lh"})
+    dsl_ls: float = field(default=1.0, metadata={"help": "Similarity scale ls"})
+    dsl_m: int = field(default=20, metadata={"help": "Slate size m"})
+    dsl_t0: float = field(default=1.0, metadata={"help": "Base temperature t0"})
+    dsl_k: float = field(default=0.5, metadata={"help": "Temperature slope k"})
+    dsl_tmin: float = field(default=0.05, metadata={"help": "Lowest temperature"})
+    dsl_tmax: float = field(default=5.0, metadata={"help": "Highest temperature"})
 
     def validate(self) -> None:
         super().validate()
@@ -353,11 +353,11 @@ class DualScaleSoftmax(Objective):
 class MultiMarginConfig(SampledConfig):
     mml_margins: list[float] = field(
         default_factory=lambda: [0.9, 0.6, 0.3],
-        metadata={"help": "MML margins", "default_text": "0.9,0.6,0.3"},
+        metadata={"help": "Margins", "default_text": "0.9,0.6,0.3"},
     )
     mml_weights: list[float] = field(
         default_factory=lambda: [1.0, 0.5, 0.25],
-        metadata={"help": "MML weights", "default_text": "1,0.5,0.25"},
+        metadata={"help": "Weights of the margins", "default_text": "1,0.5,0.25"},
     )
 
     def validate(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import dwrec.losses.adc  # noqa: F401 - registers adc
 import dwrec.losses.objectives  # noqa: F401 - registers the built-in objectives
 from dwrec.losses.base import OBJECTIVE_CLASSES, WEIGHTING_CLASSES, Objective, Weighting
 from dwrec.losses.domains import DomainStatistics

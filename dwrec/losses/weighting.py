@@ -27,6 +27,7 @@ from dwrec.losses.domains import (  # noqa: F401 - DomainStatistics re-exported
     ReductionConfig,
     check_choice,
     check_domain_count,
+    domain_names_in,
     on_device,
     position_count,
     reduce_weighted,
@@ -57,12 +58,14 @@ class FixedConfig(ReductionConfig):
     weight_domains: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Target domains of --loss fixed; repeat the flag or separate with "
-            "commas/spaces.",
+            "help": "Target domains; repeat the flag or separate with commas/spaces.",
             "default_text": "",
         },
     )
-    fixed_weight: float = field(default=2.0, metadata={"help": "Fixed weight"})
+    fixed_weight: float = field(default=2.0, metadata={"help": "Weight of the target domains"})
+
+    def bind_dataset(self, dataset) -> None:
+        self.weight_domains = domain_names_in(self.weight_domains, dataset)
 
     def require(self) -> None:
         if not self.weight_domains:

@@ -32,7 +32,7 @@ from dwrec.models.registry import register
 
 @dataclass
 class Bert4RecConfig(ModelConfig):
-    mask_prob: float = field(default=0.2, metadata={"help": "bert4rec masking"})
+    mask_prob: float = field(default=0.2, metadata={"help": "Masking probability"})
 
     def validate(self) -> None:
         super().validate()

@@ -144,3 +144,20 @@ def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
+
+
+def ranking_flops(config: ModelConfig, history_lengths, n_items: int) -> float:
+    """Multiply-add FLOPs (x2) that ranking cases with histories of ``history_lengths`` items
+    needs with SASRec (each truncated to ``max_len``): the blocks before the last over every
+    position (projections, causal attention pairs, feed-forward), the last block at the last
+    position (its keys and values folded into the query, see
+    ``MultiHeadSelfAttention.last_query``), and the scores of every item. Layer norms, masks
+    and the ranking itself are not counted: a floor, not a model of the time
+    (benchmarks/eval_speed.py compares its timings with it)."""
+    import numpy as np
+
+    d, ffn, layers = config.hidden, config.ffn or 4 * config.hidden, config.layers
+    n = np.minimum(np.asarray(history_lengths), config.max_len).astype(np.float64)
+    full_block = 2 * n * (4 * d * d + 2 * d * ffn) + 4 * d * n * (n + 1) / 2
+    last_block = 8 * d * d + 4 * config.heads * d * n + 4 * d * ffn
+    return float(((layers - 1) * full_block + last_block + 2 * d * n_items).sum())

@@ -26,16 +26,13 @@ import pyarrow.parquet as pq
 from dwrec.errors import DataFormatError, UsageError
 from dwrec.io import read_json, read_parquet
 from dwrec.report.domains import memberships, select_domains  # noqa: F401 (re-export)
-from dwrec.rundir import run_label
+from dwrec.rundir import CONFIG, DATASET_META, LOG, METRICS, PER_USER, RunDir, run_label
 
-PER_USER_FILE = "per_user.parquet"
-METRICS_FILE = "metrics.json"
+PER_USER_FILE = PER_USER
+METRICS_FILE = METRICS
 COHORTS = ("target", "power", "general")
 # config.json "train" keys that change how a run was executed, not what it learned
-OPERATIONAL_TRAIN_KEYS = frozenset(
-    {"seed", "device", "compile", "amp", "num_workers", "workers", "threads", "resume", "out",
-     "run_dir", "progress", "log_every", "distributed", "world_size", "nproc", "backend"}
-)  # fmt: skip
+OPERATIONAL_TRAIN_KEYS = frozenset({"seed", "device", "compile", "amp"})
 
 
 @dataclass
@@ -77,13 +74,13 @@ class EvaluatedRun:
     @property
     def run_dir(self) -> Path:
         """The training run dir (holds config.json and log.jsonl)."""
-        if (self.path / "config.json").exists():
+        if (self.path / CONFIG).exists():
             return self.path
         return Path(self.metrics.get("run") or self.path)
 
     def final_domain_weights(self) -> dict[str, float] | None:
         """The ``domain_weights`` of the last line of ``log.jsonl`` (``None`` if not learned)."""
-        log_path = self.run_dir / "log.jsonl"
+        log_path = self.run_dir / LOG
         if not log_path.exists():
             return None
         lines = log_path.read_text(encoding="utf-8").splitlines()
@@ -112,7 +109,7 @@ def load_run(path: Path) -> EvaluatedRun:
         hint = " (a run dir that was trained but not evaluated: run `dwrec evaluate` on it)"
         raise UsageError(
             f"{path}: no {PER_USER_FILE} and {METRICS_FILE} here"
-            + (hint if (path / "config.json").exists() else "")
+            + (hint if (path / CONFIG).exists() else "")
         )
     metrics = read_json(path / METRICS_FILE)
     missing = [
@@ -126,10 +123,12 @@ def load_run(path: Path) -> EvaluatedRun:
             f"not a metrics file of `dwrec evaluate` (no {', '.join(missing)}); "
             "evaluate the run again",
         )
-    config_path = path / "config.json"
+    config_path = path / CONFIG
     if not config_path.exists() and metrics.get("run"):
-        config_path = Path(metrics["run"]) / "config.json"
-    config = read_json(config_path) if config_path.exists() else {}
+        config_path = Path(metrics["run"]) / CONFIG
+    config = (
+        RunDir(config_path.parent).read_config(with_plugins=True) if config_path.exists() else {}
+    )
     if metrics.get("split", "test") != "test":
         raise DataFormatError(path / METRICS_FILE, f"split is {metrics['split']!r}, not 'test'")
     if metrics.get("evaluation_label"):  # an evaluation named apart from its run (prior shift)
@@ -161,7 +160,7 @@ def discover_runs(paths: Sequence[str | Path] | None, root: str | Path = "runs")
             path = Path(raw)
             if not path.exists():
                 raise UsageError(f"RUN {raw}: no such file or directory")
-            if (path / PER_USER_FILE).exists() or (path / "config.json").exists():
+            if (path / PER_USER_FILE).exists() or (path / CONFIG).exists():
                 found.append(load_run(path))
                 continue
             inner, inner_skipped = _scan(path)
@@ -194,8 +193,7 @@ def discover_runs(paths: Sequence[str | Path] | None, root: str | Path = "runs")
 def _scan(folder: Path) -> tuple[list[EvaluatedRun], list[tuple[Path, str]]]:
     runs, skipped = [], []
     for config_or_metrics in sorted(
-        {p.parent for p in folder.rglob("config.json")}
-        | {p.parent for p in folder.rglob(METRICS_FILE)}
+        {p.parent for p in folder.rglob(CONFIG)} | {p.parent for p in folder.rglob(METRICS_FILE)}
     ):
         if (config_or_metrics / PER_USER_FILE).exists() and (
             config_or_metrics / METRICS_FILE
@@ -203,7 +201,7 @@ def _scan(folder: Path) -> tuple[list[EvaluatedRun], list[tuple[Path, str]]]:
             runs.append(load_run(config_or_metrics))
         elif (
             not (config_or_metrics / PER_USER_FILE).exists()
-            and (config_or_metrics / "config.json").exists()
+            and (config_or_metrics / CONFIG).exists()
         ):
             skipped.append((config_or_metrics, "not evaluated (no per_user.parquet)"))
     return runs, skipped
@@ -259,7 +257,7 @@ def check_comparable(runs: Sequence[EvaluatedRun]) -> None:
 def _filters(run: EvaluatedRun) -> object:
     filters = run.config.get("dataset", {}).get("filters")
     if filters is None and run.dataset_path is not None:
-        meta_path = run.dataset_path / "dataset.json"
+        meta_path = run.dataset_path / DATASET_META
         if meta_path.exists():
             filters = read_json(meta_path).get("filters")
     return filters
@@ -469,8 +467,8 @@ def domain_info(runs: Sequence[EvaluatedRun], case_table: CaseTable) -> DomainIn
     """
     reference = runs[0]
     dataset_domains: dict = {}
-    if reference.dataset_path is not None and (reference.dataset_path / "dataset.json").exists():
-        dataset_domains = read_json(reference.dataset_path / "dataset.json").get("domains", {})
+    if reference.dataset_path is not None and (reference.dataset_path / DATASET_META).exists():
+        dataset_domains = read_json(reference.dataset_path / DATASET_META).get("domains", {})
     items = {d: int(s["items"]) for d, s in dataset_domains.items() if "items" in s}
     metric_domains = reference.metrics.get("domains", {}) or {}
     train_share = {

@@ -29,19 +29,8 @@ from dwrec.train.batches import (
     training_windows,
 )
 from dwrec.train.progress import TrainingDisplay
-from dwrec.train.setup import (  # noqa: F401 - OpenRun, claim_run_dir... re-exported
-    RESUME_OVERRIDES,
-    OpenRun,
-    check_out_is_free,
-    check_resume_options,
-    claim_run_dir,
-    domain_names_in,
-    environment,
-    multiprocess_refusal,
-    open_new,
-    open_resumed,
-)
-from dwrec.train.steps import (  # noqa: F401 - ModelScorer re-exported
+from dwrec.train.setup import OpenRun
+from dwrec.train.steps import (
     ModelScorer,
     build_optimizer,
     domain_shares,
@@ -219,6 +208,15 @@ class Trainer:
             raise TrainingInterrupted(self.run_info.run_dir, self.epoch + 1, self.global_step)
         self.epoch_seconds = time.perf_counter() - self.epoch_clock
         self.epoch_sequences_session = sequences_this_session
+
+    def step(self, window_index: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """One optimiser step on the training windows ``window_index`` (the public seam for
+        benchmarks): returns the (device) loss and the batch's number of positions."""
+        return self._step(window_index)
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics at K=10 of the current model (what early stopping reads)."""
+        return self._validate()
 
     def _step(self, window_index: torch.Tensor) -> tuple[torch.Tensor, int]:
         """One optimiser step on the windows ``window_index``; returns the (device) loss

@@ -19,6 +19,7 @@ from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.split import Split, make_split
 from dwrec.errors import DataFormatError, UsageError
 from dwrec.io import provenance
+from dwrec.losses.domains import domain_names_in  # noqa: F401 - re-exported
 from dwrec.rundir import CONFIG, RunDir
 from dwrec.train import checkpoint, distributed
 from dwrec.train.config import RunConfig, config_sections, from_saved
@@ -46,7 +47,7 @@ def open_new(
     dataset_dir = resolve_dataset(config.dataset).resolve()
     display.line(f"dataset: {dataset_dir.name} ({dataset_dir})")
     dataset = load_dataset(dataset_dir)
-    config.loss.weight_domains = domain_names_in(config.loss.weight_domains, dataset)
+    config.loss.bind_dataset(dataset)  # e.g. fixed: --weight-domains -> domain names
     split = make_split(dataset, config.train.split)
     world, device = start_world(world, config)
     # only rank 0 claims and writes; the others learn the run dir (or rank 0's error) from it
@@ -94,7 +95,7 @@ def open_resumed(
 ) -> OpenRun:
     given = check_resume_options(run_dir, options)
     folder = RunDir(run_dir)
-    saved = folder.read_config()
+    saved = folder.read_config(with_plugins=True)
     dataset_dir = folder.recorded_data(saved)[0]
     try:  # a hand-edited or damaged config.json: one line naming it, not a KeyError
         config = from_saved(saved)
@@ -153,26 +154,6 @@ def check_resume_options(run_dir: Path, options: dict) -> dict:
     return given
 
 
-def domain_names_in(values: list[str], dataset: Dataset) -> list[str]:
-    """``--weight-domains`` values -> the dataset's domain names. A value that names a domain
-    is kept whole (names may contain spaces); otherwise it is split on commas, then on
-    whitespace. An unknown name is a usage error listing close matches."""
-    known = set(dataset.domain_names)
-    names: list[str] = []
-    for value in values:
-        if value in known:
-            names.append(value)
-            continue
-        for part in (p.strip() for p in value.split(",")):
-            if not part:
-                continue
-            pieces = [part] if part in known else part.split()
-            for piece in pieces:
-                dataset.domain_index(piece)  # raises with "did you mean"
-                names.append(piece)
-    return list(dict.fromkeys(names))
-
-
 def claim_run_dir(config: RunConfig, dataset_name: str) -> Path:
     """Create the run dir. The default name gets ``-2``, ``-3``... when taken; an explicit
     ``out`` must be new or empty (a run is never overwritten)."""
@@ -218,6 +199,7 @@ def write_config(run: OpenRun) -> None:
         "split": {"scheme": run.split.scheme, "fingerprint": run.split.fingerprint},
         **config_sections(config),
         "label": label,
+        **({"plugins": config.plugins} if config.plugins else {}),
         **provenance(),
     }
     RunDir(run.run_dir).write_config(document, environment(run.device, run.world))

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from dwrec.errors import UsageError
+from dwrec.plugins import load_plugins
 from dwrec.rundir import RunDir
-from dwrec.train import distributed
+from dwrec.train import distributed, launch
 from dwrec.train.config import from_saved, resolve
 from dwrec.train.loop import Callback, Trainer, TrainResult  # noqa: F401 - re-exported
 from dwrec.train.progress import TrainingDisplay
@@ -55,6 +56,7 @@ def train(
     console=None,
     callback: Callback | None = None,
     nproc: int | None = None,
+    plugins: list[str | os.PathLike] | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train ``model`` with ``loss`` on a prepared dataset and write a run dir.
@@ -72,13 +74,16 @@ def train(
             process calls ``train`` itself and ``nproc`` stays ``None``.
         options: any other option by its flat name (``epochs=3``, ``hidden=32``,
             ``negatives=128``...; see :mod:`dwrec.train.config`).
+        plugins: Python files that register a loss, weighting or model (:mod:`dwrec.plugins`);
+            recorded with their SHA-256 in ``config.json``.
     """
+    records = load_plugins(plugins)
     if nproc is not None and nproc != 1:
         return _spawn(
             nproc,
             dict(
                 dataset=dataset, model=model, loss=loss, out=out, config_file=config_file,
-                resume=resume, quiet=quiet, **options,
+                resume=resume, quiet=quiet, plugins=plugins, **options,
             ),
             callback,
         )  # fmt: skip
@@ -88,7 +93,9 @@ def train(
         run = open_resumed(Path(resume), options, display, world)
     else:
         given = dict(options, dataset=dataset, model=model, loss=loss, out=out)
-        run = open_new(resolve(given, config_file), display, world)
+        config = resolve(given, config_file)
+        config.plugins = records
+        run = open_new(config, display, world)
     try:
         trainer = Trainer(run, display, callback)
         return trainer.run()
@@ -98,16 +105,16 @@ def train(
 
 def _spawn(nproc: int, arguments: dict[str, Any], callback: Callback | None) -> TrainResult:
     """``train(nproc=N)``: check what can be checked here (flags, devices), then run the N
-    ranks as worker processes (:func:`dwrec.train.distributed.spawn`)."""
+    ranks as worker processes (:func:`dwrec.train.launch.spawn`)."""
     if callback is not None:
         raise UsageError("train(callback=...) cannot be combined with nproc > 1 (it would run "
                          "in the worker processes)")  # fmt: skip
-    launch = ("dataset", "model", "loss", "out", "config_file", "resume", "quiet")
-    options = {k: v for k, v in arguments.items() if k not in launch}
+    launch_keys = ("dataset", "model", "loss", "out", "config_file", "resume", "quiet", "plugins")
+    options = {k: v for k, v in arguments.items() if k not in launch_keys}
     if arguments["resume"] is not None:
         run_dir = Path(arguments["resume"])
         check_resume_options(run_dir, options)
-        config = from_saved(RunDir(run_dir).read_config())
+        config = from_saved(RunDir(run_dir).read_config(with_plugins=True))
         device = options.get("device") or config.train.device
     else:
         given = dict(options, dataset=arguments["dataset"], model=arguments["model"])
@@ -116,5 +123,5 @@ def _spawn(nproc: int, arguments: dict[str, Any], callback: Callback | None) -> 
         if config.out is not None:
             check_out_is_free(Path(config.out))
         device = config.train.device
-    distributed.check_nproc(nproc, device, multiprocess_refusal(config))
-    return distributed.spawn(nproc, arguments, train)
+    launch.check_nproc(nproc, device, multiprocess_refusal(config))
+    return launch.spawn(nproc, arguments, train)

@@ -1,4 +1,5 @@
-"""What every benchmark report says about the machine it ran on, and a timing helper."""
+"""What every benchmark shares: what a report says about the machine it ran on, and a timing
+helper (the one module benchmarks share; each script otherwise uses dwrec's public API)."""
 
 from __future__ import annotations
 
