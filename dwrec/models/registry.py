@@ -14,7 +14,16 @@ from dwrec.io import load_checkpoint
 from dwrec.models.base import ModelConfig, SequentialModel
 from dwrec.rundir import BEST_CHECKPOINT
 
-_MODULES = ("sasrec", "bert4rec", "gru4rec", "pinnerformer", "pop", "sigma", "calrec", "sparseennet")
+_MODULES = (
+    "sasrec",
+    "bert4rec",
+    "gru4rec",
+    "pinnerformer",
+    "pop",
+    "sigma",
+    "calrec",
+    "sparseennet",
+)
 _REGISTRY: dict[str, type[SequentialModel]] = {}
 
 

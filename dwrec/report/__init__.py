@@ -26,7 +26,7 @@ import numpy as np
 
 from dwrec.errors import UsageError
 from dwrec.io import atomic_path, provenance
-from dwrec.report import checks, stats
+from dwrec.report import checks, render_data, render_text, stats  # noqa: F401 (renderers register)
 from dwrec.report import domains as domains_module
 from dwrec.report import runs as runs_module
 from dwrec.report.compare import build_cohort_table

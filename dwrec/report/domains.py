@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -14,8 +14,14 @@ import pyarrow.compute as pc
 
 from dwrec.errors import UsageError
 
-if TYPE_CHECKING:
-    from dwrec.report.runs import DomainInfo
+
+@dataclass
+class DomainInfo:
+    """Per-domain statistics for the report: items, training share and where they came from."""
+
+    items: dict[str, int]
+    share: dict[str, float]
+    source: str
 
 
 def split_names(values: Iterable[str] | None) -> list[str]:

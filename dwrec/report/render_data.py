@@ -9,7 +9,7 @@ import json
 import math
 from dataclasses import asdict
 
-from dwrec.report.tables import Report
+from dwrec.report.tables import RENDERERS, Report
 
 
 def _clean(value):
@@ -96,3 +96,6 @@ def _csv_values(values: list) -> list:
         else:
             out.append(value)
     return out
+
+
+RENDERERS.update(json=to_json, csv=to_csv)

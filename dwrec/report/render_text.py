@@ -7,7 +7,14 @@ import math
 
 from tabulate import tabulate
 
-from dwrec.report.tables import DEGENERATE_MARK, CohortTable, MetricCell, Report, Settings
+from dwrec.report.tables import (
+    DEGENERATE_MARK,
+    RENDERERS,
+    CohortTable,
+    MetricCell,
+    Report,
+    Settings,
+)
 
 
 def number(value: float | None, digits: int = 4) -> str:
@@ -205,3 +212,6 @@ def to_latex(report: Report) -> str:
               *(rf"\par\footnotesize {latex_escape(n)}" for n in report.domain_footnotes),
               r"\end{table}", ""]  # fmt: skip
     return "\n".join(parts)
+
+
+RENDERERS.update(md=to_markdown, latex=to_latex)

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from dwrec.errors import DataFormatError, UsageError
 from dwrec.io import read_json, read_parquet
-from dwrec.report.domains import memberships, select_domains  # noqa: F401 (re-export)
+from dwrec.report.domains import DomainInfo, memberships, select_domains  # noqa: F401 (re-export)
 from dwrec.rundir import CONFIG, DATASET_META, LOG, METRICS, PER_USER, RunDir, run_label
 
 PER_USER_FILE = PER_USER
@@ -446,15 +446,6 @@ def _check_same_cases(
         f"({case_id.size}) were not evaluated on the same test cases ({only_reference} only in "
         f"the first, {only_run} only in the second); evaluate both on the full test split"
     )
-
-
-@dataclass
-class DomainInfo:
-    """Per-domain statistics for the report: items, training share and where they came from."""
-
-    items: dict[str, int]
-    share: dict[str, float]
-    source: str
 
 
 def domain_info(runs: Sequence[EvaluatedRun], case_table: CaseTable) -> DomainInfo:

@@ -11,6 +11,7 @@ for a terminal) render them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 FORMATS = ("md", "json", "csv", "latex")
@@ -33,6 +34,11 @@ TEST_NAMES = {
 # family of a tested comparison (MetricCell.family)
 CONFIRMATORY = "confirmatory"
 EXPLORATORY = "exploratory"
+
+
+RENDERERS: dict[str, Callable[[Report], str]] = {}
+"""Format -> renderer; filled by :mod:`dwrec.report.render_text` and
+:mod:`dwrec.report.render_data` (imported by the package), which import this module."""
 
 
 @dataclass
@@ -142,12 +148,5 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
     def render(self, fmt: str) -> str:
-        from dwrec.report import render_data, render_text
-
-        renderers = {
-            "md": render_text.to_markdown,
-            "json": render_data.to_json,
-            "csv": render_data.to_csv,
-            "latex": render_text.to_latex,
-        }
-        return renderers[fmt](self)
+        """The report as ``fmt`` (md, json, csv or latex: :data:`RENDERERS`)."""
+        return RENDERERS[fmt](self)
