@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from dwrec.commands._common import THREADS_HELP, console, err_console, set_threads
+from dwrec.commands._common import THREADS_HELP, console, err_console, next_step, set_threads
 from dwrec.errors import UsageError
 
 MODEL = "Model"
@@ -251,11 +251,12 @@ def register(app: typer.Typer) -> None:
             given = [flag for flag, value in new_run.items() if value is not None]
             if given:
                 raise UsageError(
-                    f"--resume {resume}: {', '.join(given)} belong to a new run; "
-                    "a resumed run keeps its own"
+                    f"--resume {resume}: {', '.join(given)} cannot be given with --resume "
+                    "(a resumed run keeps the settings it started with); to change them, "
+                    "start a new run"
                 )
         try:
-            train(
+            result = train(
                 dataset,
                 model=model,
                 loss=loss,
@@ -265,8 +266,11 @@ def register(app: typer.Typer) -> None:
                 quiet=quiet,
                 console=console,
                 nproc=nproc,
+                threads=threads,
                 **{k: v for k, v in options.items() if v is not None},
             )
         except TrainingInterrupted as stop:
             err_console.print(f"[yellow]{stop}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
+        if not quiet and result is not None:
+            next_step(f"dwrec evaluate {result.run_dir}")

@@ -409,7 +409,11 @@ class Trainer:
         payload = checkpoint.best_state(
             self.model, self.model.n_items, self.run_info.dataset.fingerprint, self.best_epoch
         )
-        checkpoint.save(RunDir(self.run_info.run_dir).best_checkpoint, payload)
+        folder = RunDir(self.run_info.run_dir)
+        checkpoint.save(folder.best_checkpoint, payload)
+        # evaluations of the replaced model.pt are stale: removed (a kill right here is
+        # caught by the sha256 they record, RunDir.stale_reason)
+        folder.invalidate_evaluations()
 
     def _save_last(self) -> None:
         payload = {
