@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from dwrec.commands._common import console
+from dwrec.commands._common import console, next_step
 from dwrec.data.sources.synthetic import DEFAULTS as SYNTHETIC
 from dwrec.errors import UsageError
 
@@ -158,6 +158,7 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(f"prepared [bold]{result.meta['name']}[/] -> [green]{result.path}[/]")
         print_summary(result.meta)
+        next_step(f"dwrec train --dataset {result.meta['name']}")
 
     return None
 

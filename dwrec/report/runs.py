@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from dwrec.errors import DataFormatError, UsageError
 from dwrec.io import read_json, read_parquet
 from dwrec.report.domains import memberships, select_domains  # noqa: F401 (re-export)
-from dwrec.rundir import run_label
+from dwrec.rundir import RunDir, run_label
 
 PER_USER_FILE = "per_user.parquet"
 METRICS_FILE = "metrics.json"
@@ -132,11 +132,23 @@ def load_run(path: Path) -> EvaluatedRun:
     config = read_json(config_path) if config_path.exists() else {}
     if metrics.get("split", "test") != "test":
         raise DataFormatError(path / METRICS_FILE, f"split is {metrics['split']!r}, not 'test'")
+    _refuse_stale(path, config_path.parent, metrics)
     if metrics.get("evaluation_label"):  # an evaluation named apart from its run (prior shift)
         label = str(metrics["evaluation_label"])
     else:
         label = default_label(config) if config else str(metrics.get("label") or path.name)
     return EvaluatedRun(path=path, config=config, metrics=metrics, label=label)
+
+
+def _refuse_stale(path: Path, run_dir: Path, metrics: dict) -> None:
+    """A :class:`UsageError` when ``metrics`` evaluated another model.pt than the run's
+    current one (the run was trained further since): its numbers are not the run's."""
+    reason = RunDir(run_dir).stale_reason(metrics, path / METRICS_FILE)
+    if reason is not None:
+        raise UsageError(
+            f"{path / METRICS_FILE} is stale: {reason}. Evaluate it again: "
+            f"`dwrec evaluate {run_dir}` (or `dwrec evaluate` for every stale run)"
+        )
 
 
 @dataclass
@@ -169,7 +181,7 @@ def discover_runs(paths: Sequence[str | Path] | None, root: str | Path = "runs")
                 raise UsageError(f"RUN {raw}: no evaluated run (per_user.parquet) under it")
             found += inner
             skipped += inner_skipped
-        return Discovery(_unique(found), skipped, "runs named on the command line")
+        return Discovery(_unique(found), skipped, "the runs given")
     root = Path(root)
     runs, skipped = _scan(root) if root.is_dir() else ([], [])
     if not runs:

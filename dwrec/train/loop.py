@@ -207,7 +207,10 @@ class Trainer:
             self.global_step += 1
             sequences_this_session += len(window_index)
             elapsed = max(time.perf_counter() - self.epoch_clock, 1e-9)
-            self.display.advance(None, sequences_this_session / elapsed)
+            # the running mean of the steps accounted so far (one step behind): no extra
+            # device sync, the loss was read anyway
+            running = self.epoch_loss_sum / self.epoch_positions if self.epoch_positions else None
+            self.display.advance(running, sequences_this_session / elapsed)
             self._notify("step")
             if self.stop_requested:
                 break
