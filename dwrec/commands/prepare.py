@@ -158,7 +158,10 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(f"prepared [bold]{result.meta['name']}[/] -> [green]{result.path}[/]")
         print_summary(result.meta)
-        next_step(f"dwrec train --dataset {result.meta['name']}")
+        from dwrec.paths import default_dataset_dir
+
+        named = Path(result.path).resolve() == default_dataset_dir(result.meta["name"]).resolve()
+        next_step(f"dwrec train --dataset {result.meta['name'] if named else result.path}")
 
     return None
 

@@ -64,6 +64,11 @@ class FixedConfig(ReductionConfig):
     )
     fixed_weight: float = field(default=2.0, metadata={"help": "Fixed weight"})
 
+    def validate(self) -> None:
+        super().validate()
+        if not self.fixed_weight > 0:
+            raise UsageError(f"--fixed-weight must be > 0, got {self.fixed_weight}")
+
     def require(self) -> None:
         if not self.weight_domains:
             raise UsageError(
