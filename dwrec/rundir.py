@@ -161,9 +161,9 @@ class RunDir:
     def evaluation_state(self, split: str = "test") -> str:
         """``"missing"``, ``"stale"`` (:meth:`stale_reason`) or ``"current"`` for the
         evaluation on ``split`` in this run dir."""
-        if not self.is_evaluated(split):
-            return "missing"
         metrics_path = self.outputs(split)[1]
+        if not metrics_path.exists():  # written last: no metrics, no evaluation
+            return "missing"
         try:
             metrics = read_json(metrics_path)
         except DwrecError:

@@ -144,11 +144,13 @@ def _refuse_stale(path: Path, run_dir: Path, metrics: dict) -> None:
     """A :class:`UsageError` when ``metrics`` evaluated another model.pt than the run's
     current one (the run was trained further since): its numbers are not the run's."""
     reason = RunDir(run_dir).stale_reason(metrics, path / METRICS_FILE)
-    if reason is not None:
-        raise UsageError(
-            f"{path / METRICS_FILE} is stale: {reason}. Evaluate it again: "
-            f"`dwrec evaluate {run_dir}` (or `dwrec evaluate` for every stale run)"
-        )
+    if reason is None:
+        return
+    if Path(path).resolve() == Path(run_dir).resolve():
+        how = f"`dwrec evaluate {run_dir}` (or `dwrec evaluate` for every stale run)"
+    else:  # written elsewhere (--out, --prior-from): the command that wrote it, again
+        how = f"run the `dwrec evaluate {run_dir} ...` that wrote {path} again"
+    raise UsageError(f"{path / METRICS_FILE} is stale: {reason}. Evaluate it again: {how}")
 
 
 @dataclass
