@@ -259,7 +259,7 @@ def _kill_after_done(monkeypatch):
 STAGES = {
     "after-config": lambda patch: _kill_in_step(patch, 1),  # before any step: no last.pt
     "after-first-last-pt": lambda patch: _kill_after_save(patch, "last.pt", 1),
-    "mid-epoch": lambda patch: _kill_in_step(patch, 6),  # in epoch 2 (3 steps an epoch)
+    "mid-epoch": lambda patch: _kill_in_step(patch, 6),  # in epoch 2 (4 steps an epoch)
     "after-model-pt": lambda patch: _kill_after_save(patch, "model.pt", 2),
     "after-train-done": _kill_after_done,
 }
