@@ -87,6 +87,9 @@ def register(app: typer.Typer) -> None:
 
         try:
             result = quickstart(out, seeds=seeds, epochs=epochs, device=device, on_event=on_event)
+            if "overall" in state:
+                total = len(result.runs)
+                progress.update(state["overall"], completed=total, count=f"{total}/{total} runs")
         except KeyboardInterrupt:
             progress.stop()
             again = f"dwrec quickstart --out {out} --seeds {seeds} --epochs {epochs}"
