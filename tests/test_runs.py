@@ -501,3 +501,22 @@ def test_reports_of_given_runs_and_of_quickstart_do_not_cite_absent_options(tmp_
         qs.quickstart(tmp_path / "q", seeds=1, epochs=1, device="cpu")
     # no baseline= : the report says the generic group was chosen by its label
     assert "baseline" not in calls and len(calls["paths"]) == 3
+
+
+def test_the_quickstart_bars_count_runs_and_epochs(tmp_path, capsys, monkeypatch):
+    import dwrec.quickstart
+
+    def emitting(out, *, on_event, **options):
+        counts = {"users": 1, "items": 2, "interactions": 3, "domains": 4}
+        on_event("dataset", {"path": tmp_path, "meta": {"counts": counts}, "fixed": ["D1"]})
+        run = {"index": 2, "total": 6, "loss": "fixed", "seed": 0, "epochs": 3}
+        on_event("run", dict(run, run_dir=tmp_path / "r"))
+        on_event("step", {"epoch": 1, "step_in_epoch": 1, "global_step": 1})
+        on_event("epoch", {"epoch": 1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dwrec.quickstart, "quickstart", emitting)
+    capsys.readouterr()
+    assert main(["quickstart", "--out", str(tmp_path / "q"), "--epochs", "3"]) == 130
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1/6 runs" in out and "epoch 1/3" in out and "None" not in out
