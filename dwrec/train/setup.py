@@ -17,7 +17,7 @@ import torch
 
 from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.split import Split, make_split
-from dwrec.errors import DataFormatError, UsageError
+from dwrec.errors import DataFormatError, DwrecError, UsageError
 from dwrec.io import provenance
 from dwrec.rundir import CONFIG, RunDir
 from dwrec.train import checkpoint, distributed
@@ -77,8 +77,13 @@ def check_against_dataset(config: RunConfig, dataset: Dataset) -> None:
             f"--negatives {negatives} must be below the catalogue size: dataset "
             f"{dataset.name} has {dataset.n_items:,} items (at most {dataset.n_items - 1})"
         )
-    with torch.device("meta"):
-        build_model(config.model_name, dataset.n_items, config.model)
+    try:
+        with torch.device("meta"):
+            build_model(config.model_name, dataset.n_items, config.model)
+    except DwrecError:
+        raise
+    except Exception:  # noqa: BLE001 - a model that cannot be built on "meta" (a plugin's):
+        pass  # the real build checks it, and discard_new_run removes the run dir on error
 
 
 def discard_new_run(run: OpenRun) -> None:
