@@ -383,7 +383,7 @@ def test_every_command_says_what_to_run_next(data, tmp_path, capsys, monkeypatch
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"next: dwrec evaluate {run}"
     assert main(["evaluate", str(run), "-q"]) == 0
     out = capsys.readouterr().out
-    assert out.strip().splitlines()[-1] == "next: dwrec report"
+    assert out.strip().splitlines()[-1] == f"next: dwrec report {tmp_path}"
     assert max(len(line) for line in out.splitlines()) <= 100
 
 

@@ -119,6 +119,11 @@ def register(app: typer.Typer) -> None:
         if split not in ("test", "valid"):
             raise UsageError(f"--split must be 'test' or 'valid', got {split!r}")
         if prior_from is not None:
+            if dataset is not None:
+                raise UsageError(
+                    "--dataset cannot be combined with --prior-from; evaluate the runs where "
+                    "their dataset is found (see docs/evaluate.md, 'A moved or shared run')"
+                )
             _evaluate_prior(
                 runs,
                 prior_from,
@@ -160,8 +165,9 @@ def register(app: typer.Typer) -> None:
                     progress=progress,
                 )
             print_result(result, run_out or run_dir)
-        if selected:
-            next_step("dwrec report" + (f" {runs_dir}" if runs_dir != Path("runs") else ""))
+        if selected:  # the folders holding the runs (a report compares several runs)
+            folders = sorted({str(Path(p).parent) for p in selected}) if runs else [str(runs_dir)]
+            next_step("dwrec report" + ("" if folders == ["runs"] else " " + " ".join(folders)))
 
 
 def _evaluate_prior(runs, prior_from, taus, criterion, label, out, *, split, **options) -> None:
