@@ -31,6 +31,7 @@ PER_USER = "per_user.parquet"
 METRICS = "metrics.json"
 DATASET_META = "dataset.json"  # inside a dataset dir: tells a dataset dir
 EVALUATION_SPLITS = ("test", "valid")
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # sha256 of model.pt by (path, size, mtime)
 
 
 def output_names(split: str) -> tuple[str, str]:
@@ -115,13 +116,18 @@ class RunDir:
     def checkpoint_digest(self) -> str | None:
         """sha256 of ``model.pt`` (``None`` when there is none)."""
         path = self.best_checkpoint
-        if not path.exists():
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
             return None
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _DIGESTS:  # a report reads each run's model.pt once
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            _DIGESTS[key] = digest.hexdigest()
+        return _DIGESTS[key]
 
     def checkpoint_record(self) -> dict[str, Any]:
         """What an evaluation records about the state it evaluated (metrics.json
