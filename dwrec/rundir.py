@@ -12,7 +12,9 @@ This module is a leaf: it imports no torch and nothing above :mod:`dwrec.io`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ TRAIN_DONE = "train_done.json"
 PER_USER = "per_user.parquet"
 METRICS = "metrics.json"
 DATASET_META = "dataset.json"  # inside a dataset dir: tells a dataset dir
+EVALUATION_SPLITS = ("test", "valid")
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # sha256 of model.pt by (path, size, mtime)
 
 
 def output_names(split: str) -> tuple[str, str]:
@@ -107,6 +111,100 @@ class RunDir:
         table, metrics = self.outputs(split)
         return table.exists() and metrics.exists()
 
+    # -- which checkpoint an evaluation evaluated (stale evaluations)
+
+    def checkpoint_digest(self) -> str | None:
+        """sha256 of ``model.pt`` (``None`` when there is none)."""
+        path = self.best_checkpoint
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _DIGESTS:  # a report reads each run's model.pt once
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            _DIGESTS[key] = digest.hexdigest()
+        return _DIGESTS[key]
+
+    def checkpoint_record(self) -> dict[str, Any]:
+        """What an evaluation records about the state it evaluated (metrics.json
+        ``"checkpoint"``): model.pt's sha256, the best epoch and epochs run so far, and
+        whether training had finished."""
+        record: dict[str, Any] = {"sha256": self.checkpoint_digest()}
+        done = self._read_done()
+        if done is not None:
+            record["best_epoch"] = done.get("best_epoch")
+            record["epochs_run"] = done.get("epochs_run")
+        else:
+            log = self._last_log_record()
+            record["epochs_run"] = None if log is None else log.get("epoch")
+        record["finished"] = self.is_finished()
+        return record
+
+    def stale_reason(self, metrics: dict, metrics_path: Path | None = None) -> str | None:
+        """Why the evaluation ``metrics`` (read from ``metrics_path``) no longer describes
+        this run's ``model.pt``, or ``None`` when it does. An evaluation records model.pt's
+        sha256; one written before that was recorded is stale when model.pt is newer than
+        its metrics file."""
+        digest_now = self.checkpoint_digest()
+        if digest_now is None:
+            return None  # nothing to compare with (a folder of evaluation outputs only)
+        recorded = metrics.get("checkpoint") if isinstance(metrics, dict) else None
+        if isinstance(recorded, dict) and recorded.get("sha256"):
+            if recorded["sha256"] == digest_now:
+                return None
+            epoch = recorded.get("best_epoch")
+            at = f" (best epoch {epoch})" if epoch is not None else ""
+            return f"it evaluated an earlier {BEST_CHECKPOINT}{at}; the run was trained since"
+        if metrics_path is not None and metrics_path.exists():
+            if self.best_checkpoint.stat().st_mtime_ns > metrics_path.stat().st_mtime_ns:
+                return f"{BEST_CHECKPOINT} is newer than {metrics_path.name}"
+        return None
+
+    def evaluation_state(self, split: str = "test") -> str:
+        """``"missing"``, ``"stale"`` (:meth:`stale_reason`) or ``"current"`` for the
+        evaluation on ``split`` in this run dir."""
+        metrics_path = self.outputs(split)[1]
+        if not metrics_path.exists():  # written last: no metrics, no evaluation
+            return "missing"
+        try:
+            metrics = read_json(metrics_path)
+        except DwrecError:
+            return "stale"
+        return "stale" if self.stale_reason(metrics, metrics_path) else "current"
+
+    def invalidate_evaluations(self) -> list[Path]:
+        """Remove this run dir's evaluation outputs (called when ``model.pt`` is replaced):
+        each metrics file before its per-case table, so that a kill in between leaves a
+        table alone, which counts as not evaluated."""
+        removed = []
+        for split in EVALUATION_SPLITS:
+            table, metrics = self.outputs(split)
+            for path in (metrics, table):
+                if path.exists():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed
+
+    def _read_done(self) -> dict | None:
+        if not self.done_path.exists():
+            return None
+        try:
+            done = read_json(self.done_path)
+        except DwrecError:
+            return None
+        return done if isinstance(done, dict) else None
+
+    def _last_log_record(self) -> dict | None:
+        try:
+            records = self.read_log()
+        except DwrecError:
+            return None
+        return records[-1] if records else None
+
     # -- config
 
     def read_config(self, with_plugins: bool = False) -> dict:
@@ -170,36 +268,92 @@ class RunDir:
                 self.config_path, f"missing or invalid field {exc} (run-dir contract)"
             ) from None
 
-    def load_data(self, config: dict | None = None, *, resuming: bool = False) -> tuple[Any, Any]:
+    def load_data(
+        self,
+        config: dict | None = None,
+        *,
+        resuming: bool = False,
+        dataset: str | os.PathLike | None = None,
+    ) -> tuple[Any, Any]:
         """The run's dataset and split, each checked against the fingerprint the run
-        recorded (the one check, shared by ``train --resume`` and ``evaluate``)."""
+        recorded (the one check, shared by ``train --resume`` and ``evaluate``).
+
+        The dataset is found by :meth:`locate_dataset` (``dataset``: ``--dataset DIR_OR_NAME``
+        given by the user, still checked by fingerprint)."""
         from dwrec.data.dataset import load_dataset
         from dwrec.data.split import make_split
 
         config = self.read_config() if config is None else config
-        data_path, scheme, data_fingerprint, split_fingerprint = self.recorded_data(config)
-        name = config["dataset"].get("name")
-        if not (data_path / DATASET_META).exists():
-            raise DwrecError(
-                f"{self.config_path}: dataset {name!r} is missing at {data_path}; prepare it "
-                f"again there (`dwrec prepare {name} --out {data_path}`)"
-            )
-        dataset = load_dataset(data_path)
-        if dataset.fingerprint != data_fingerprint:
-            when = "the run started" if resuming else "training"
-            raise DwrecError(
-                f"{self.config_path}: the dataset at {data_path} has changed since {when} "
-                f"(fingerprint {dataset.fingerprint}, the run was trained on "
-                f"{data_fingerprint}); use the original data"
-            )
-        split = make_split(dataset, scheme)
+        _, scheme, _, split_fingerprint = self.recorded_data(config)
+        dataset_obj = load_dataset(self.locate_dataset(config, resuming=resuming, given=dataset))
+        split = make_split(dataset_obj, scheme)
         if split.fingerprint != split_fingerprint:
             raise DwrecError(
                 f"{self.config_path}: split {scheme!r} of the dataset now has fingerprint "
                 f"{split.fingerprint}, the run used {split_fingerprint}; was the split code "
                 "or the dataset changed?"
             )
-        return dataset, split
+        return dataset_obj, split
+
+    def locate_dataset(
+        self,
+        config: dict | None = None,
+        *,
+        resuming: bool = False,
+        given: str | os.PathLike | None = None,
+    ) -> Path:
+        """The folder of the run's dataset: ``given`` (``--dataset``) when passed, else the
+        recorded path, else a prepared dataset (``$DWREC_HOME/datasets``) with the recorded
+        name, else any prepared dataset with the recorded fingerprint. Every candidate must
+        have the recorded fingerprint. A missing dataset is an error that gives the
+        ``dwrec prepare`` command re-creating it (docs/evaluate.md "A moved or shared run")."""
+        config = self.read_config() if config is None else config
+        data_path, _, fingerprint, _ = self.recorded_data(config)
+        record = config["dataset"]
+        name = record.get("name")
+        when = "the run started" if resuming else "training"
+        if given is not None:
+            from dwrec.paths import resolve_dataset
+
+            folder = resolve_dataset(given)
+            found = _fingerprint_at(folder)
+            if found != fingerprint:
+                raise DwrecError(
+                    f"--dataset {given}: {folder} holds dataset fingerprint {found}, but "
+                    f"{self.path} was trained on {fingerprint} ({self.config_path}); pass "
+                    f"the dataset the run was trained on ({self.recreate_hint(config)})"
+                )
+            return folder
+        recorded = _fingerprint_at(data_path)
+        if recorded == fingerprint:
+            return data_path
+        match = _prepared_with(name, fingerprint)
+        if match is not None:
+            return match
+        if recorded is not None:
+            raise DwrecError(
+                f"{self.config_path}: the dataset at {data_path} has changed since {when} "
+                f"(fingerprint {recorded}, the run was trained on {fingerprint}); use the "
+                f"original data: {self.recreate_hint(config)}, or pass --dataset DIR_OR_NAME"
+            )
+        raise DwrecError(
+            f"{self.config_path}: dataset {name!r} (fingerprint {fingerprint}) is missing: "
+            f"not at {data_path} nor among the prepared datasets; "
+            f"{self.recreate_hint(config)}, or pass --dataset DIR_OR_NAME"
+        )
+
+    def recreate_hint(self, config: dict | None = None) -> str:
+        """``re-create it with `dwrec prepare ...``` from the request the run recorded."""
+        config = self.read_config() if config is None else config
+        record = config.get("dataset", {})
+        request = record.get("request")
+        name = record.get("name") or "NAME"
+        if not isinstance(request, dict):
+            return (
+                f"re-create it with `dwrec prepare` and the options it was prepared with, "
+                f"with --name {name}"
+            )
+        return f"re-create it with `{prepare_command(request, name)}`"
 
     def require(self, flag: str = "RUN") -> RunDir:
         """This run dir, or a :class:`UsageError` when it is not one (no config.json)."""
@@ -208,3 +362,56 @@ class RunDir:
         if not self.has_config():
             raise UsageError(f"{flag} {self.path}: not a run dir (no {CONFIG})")
         return self
+
+
+SYNTHETIC_FLAGS = ("users", "items", "domains", "mean_length", "seed")
+"""Options of the synthetic source that ``dwrec prepare`` takes as flags (others:
+``--option KEY=VALUE``)."""
+
+
+def prepare_command(request: dict, name: str | None = None) -> str:
+    """The ``dwrec prepare`` command line that re-creates a dataset from the ``request`` its
+    dataset.json recorded (source name, filters, reader options), named ``name``."""
+    source = str(request.get("name", "NAME"))
+    parts = ["dwrec", "prepare", source]
+    filters = request.get("filters") or {}
+    for key in ("min_rating", "min_user_interactions", "min_item_interactions"):
+        value = filters.get(key)
+        if value is not None:
+            parts += [f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float)
+                      else str(value)]  # fmt: skip
+    if filters.get("dedupe"):
+        parts.append("--dedupe")
+    for key, value in sorted((request.get("options") or {}).items()):
+        if source == "synthetic" and key in SYNTHETIC_FLAGS:
+            parts += [f"--{key.replace('_', '-')}", str(value)]
+        else:
+            parts += ["--option", f"{key}={value}"]
+    if name and name != source:
+        parts += ["--name", name]
+    return " ".join(parts)
+
+
+def _fingerprint_at(folder: Path) -> str | None:
+    """The fingerprint in ``folder/dataset.json`` (``None``: no readable dataset there)."""
+    try:
+        meta = read_json(Path(folder) / DATASET_META)
+    except (DwrecError, OSError):
+        return None
+    return meta.get("fingerprint") if isinstance(meta, dict) else None
+
+
+def _prepared_with(name: str | None, fingerprint: str | None) -> Path | None:
+    """A prepared dataset (``$DWREC_HOME/datasets``) with this fingerprint: the one named
+    ``name`` first, then any other."""
+    from dwrec.paths import datasets_dir
+
+    root = datasets_dir()
+    if fingerprint is None or not root.is_dir():
+        return None
+    if name and _fingerprint_at(root / name) == fingerprint:
+        return root / name
+    for folder in sorted(root.iterdir()):
+        if not folder.name.startswith(".") and _fingerprint_at(folder) == fingerprint:
+            return folder
+    return None

@@ -133,7 +133,9 @@ def test_run_dir_follows_the_contract(data_dir, tmp_path):
         "path": str(data_dir.resolve()),
         "name": "synthetic",
         "fingerprint": dataset.fingerprint,
+        "request": dataset.meta["request"],  # to re-create it (RunDir.recreate_hint)
     }
+    assert config["threads"] == torch.get_num_threads()  # restored on resume
     assert config["split"] == {
         "scheme": "loo",
         "fingerprint": make_split(dataset, "loo").fingerprint,

@@ -29,3 +29,16 @@ def set_threads(threads: int | None) -> None:
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+
+
+def next_step(command: str) -> None:
+    """The one closing line every command prints: what to run next."""
+    console.print(f"next: {command}", highlight=False, soft_wrap=True)
+
+
+def progress_console(quiet: bool = False) -> Console | None:
+    """The stderr console a progress bar draws on, or ``None`` (no bar) when ``quiet`` or
+    stderr is not a terminal."""
+    if quiet or not err_console.is_terminal:
+        return None
+    return err_console

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dwrec.commands._common import THREADS_HELP, console, set_threads
+from dwrec.commands._common import (
+    THREADS_HELP,
+    console,
+    err_console,
+    next_step,
+    progress_console,
+    set_threads,
+)
 from dwrec.errors import UsageError
-from dwrec.rundir import RunDir
+from dwrec.rundir import TRAIN_DONE, RunDir
 
 N_DOMAINS_SHOWN = 5
 
@@ -59,6 +68,15 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="With no RUN: also re-evaluate runs that have metrics."
         ),
+        dataset: str = typer.Option(
+            None,
+            "--dataset",
+            help="The run's dataset: a folder or a prepared name, when it moved or the run "
+            r"was copied (its fingerprint is still checked) \[default: where the run recorded "
+            "it, else a prepared dataset with its name and fingerprint].",
+            show_default=False,
+        ),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         prior_from: Path = typer.Option(
             None,
             "--prior-from",
@@ -101,6 +119,11 @@ def register(app: typer.Typer) -> None:
         if split not in ("test", "valid"):
             raise UsageError(f"--split must be 'test' or 'valid', got {split!r}")
         if prior_from is not None:
+            if dataset is not None:
+                raise UsageError(
+                    "--dataset cannot be combined with --prior-from; evaluate the runs where "
+                    "their dataset is found (see docs/evaluate.md, 'A moved or shared run')"
+                )
             _evaluate_prior(
                 runs,
                 prior_from,
@@ -123,21 +146,28 @@ def register(app: typer.Typer) -> None:
             run_out = out / run_dir.name if out is not None and len(selected) > 1 else out
             if sampled:
                 _warn_sampled(sampled)
-            result = evaluate_run(
-                run_dir,
-                split=split,
-                ks=ks,
-                out=run_out,
-                keep_history=keep_history,
-                sampled=sampled,
-                power_threshold=power_threshold,
-                general_threshold=general_threshold,
-                batch_size=batch_size,
-                device=device,
-                export_trec=export_trec,
-                seed=seed,
-            )
+            _warn_unfinished(run_dir)
+            with _progress(quiet, run_dir) as progress:
+                result = evaluate_run(
+                    run_dir,
+                    split=split,
+                    ks=ks,
+                    out=run_out,
+                    keep_history=keep_history,
+                    sampled=sampled,
+                    power_threshold=power_threshold,
+                    general_threshold=general_threshold,
+                    batch_size=batch_size,
+                    device=device,
+                    export_trec=export_trec,
+                    seed=seed,
+                    dataset=dataset,
+                    progress=progress,
+                )
             print_result(result, run_out or run_dir)
+        if selected:  # the folders holding the runs (a report compares several runs)
+            folders = sorted({str(Path(p).parent) for p in selected}) if runs else [str(runs_dir)]
+            next_step("dwrec report" + ("" if folders == ["runs"] else " " + " ".join(folders)))
 
 
 def _evaluate_prior(runs, prior_from, taus, criterion, label, out, *, split, **options) -> None:
@@ -178,9 +208,20 @@ def _pending_runs(runs_dir: Path, split: str, force: bool) -> list[Path]:
     metrics_name = output_names(split)[1]
     pending = []
     for run_dir in sorted(p for p in runs_dir.iterdir() if RunDir(p).has_config()):
+        state = RunDir(run_dir).evaluation_state(split)
         if not is_finished(run_dir):
-            console.print(f"skip {run_dir}: training has not finished", highlight=False)
-        elif (run_dir / metrics_name).exists() and not force:
+            console.print(
+                f"skip {run_dir}: training has not finished (`dwrec train --resume "
+                f"{run_dir}` continues it; `dwrec evaluate {run_dir}` evaluates it as it is)",
+                highlight=False,
+            )
+        elif state == "stale":
+            console.print(
+                f"re-evaluate {run_dir}: its {metrics_name} is stale (model.pt changed since)",
+                highlight=False,
+            )
+            pending.append(run_dir)
+        elif state == "current" and not force:
             console.print(
                 f"skip {run_dir}: {metrics_name} exists (--force re-evaluates)", highlight=False
             )
@@ -191,6 +232,46 @@ def _pending_runs(runs_dir: Path, split: str, force: bool) -> list[Path]:
     else:
         console.print(f"nothing to evaluate under {runs_dir}")
     return pending
+
+
+def _warn_unfinished(run_dir: Path) -> None:
+    """An unfinished run is evaluated as it is (its best model so far), loudly: its
+    metrics.json records ``"finished": false`` and ``dwrec report`` marks it."""
+    folder = RunDir(run_dir)
+    if folder.has_config() and not folder.is_finished():
+        err_console.print(
+            f"[bold yellow]warning:[/] {run_dir} has not finished training (no "
+            f"{TRAIN_DONE}): evaluating its best model so far; metrics.json records "
+            f'"finished": false and reports mark it. `dwrec train --resume {run_dir}` '
+            "finishes it.",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@contextmanager
+def _progress(quiet: bool, run_dir: Path):
+    """Yields the ``progress`` callback of :func:`evaluate_run`: a bar of ranked cases on
+    stderr (a terminal only, and not with --quiet), else ``None``."""
+    where = progress_console(quiet)
+    if where is None:
+        yield None
+        return
+    bar = Progress(
+        TextColumn(f"evaluating {run_dir.name}"[:40]),
+        BarColumn(bar_width=30),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=where,
+        transient=True,
+    )
+    task = bar.add_task("rank", total=None)
+
+    def advance(cases: int, total: int) -> None:
+        bar.update(task, advance=cases, total=total)
+
+    with bar:
+        yield advance
 
 
 def _warn_sampled(n: int) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dwrec.commands._common import console
+from dwrec.commands._common import console, next_step
 from dwrec.data.sources.synthetic import DEFAULTS as SYNTHETIC
 from dwrec.errors import UsageError
 
@@ -136,7 +138,7 @@ def register(app: typer.Typer) -> None:
             flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
             raise UsageError(f"{flags} only apply to `dwrec prepare synthetic`")
         options.update(given)
-        with console.status(f"preparing {dataset}..."):
+        with _working(f"preparing {dataset}"):
             result = prepare(
                 dataset,
                 source=source,
@@ -158,8 +160,26 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(f"prepared [bold]{result.meta['name']}[/] -> [green]{result.path}[/]")
         print_summary(result.meta)
+        from dwrec.paths import default_dataset_dir
+
+        named = Path(result.path).resolve() == default_dataset_dir(result.meta["name"]).resolve()
+        next_step(f"dwrec train --dataset {result.meta['name'] if named else result.path}")
 
     return None
+
+
+@contextmanager
+def _working(text: str):
+    """A spinner with the elapsed time while ``prepare`` works (terminals only; on stdout
+    as before, downloads draw their own bars on stderr)."""
+    where = console if console.is_terminal else None
+    if where is None:
+        yield
+        return
+    with Progress(
+        SpinnerColumn(), TextColumn(text), TimeElapsedColumn(), console=where, transient=True
+    ):
+        yield
 
 
 SUMMARY_DOMAINS = 20

@@ -20,7 +20,7 @@ from typing import Any
 
 import typer
 
-from dwrec.commands._common import THREADS_HELP, console, err_console, set_threads
+from dwrec.commands._common import THREADS_HELP, console, err_console, next_step, set_threads
 from dwrec.errors import UsageError
 
 MODEL = "Model"
@@ -232,11 +232,12 @@ def register(app: typer.Typer) -> None:
             given = [flag for flag, value in new_run.items() if value is not None]
             if given:
                 raise UsageError(
-                    f"--resume {launch['resume']}: {', '.join(given)} belong to a new run; "
-                    "a resumed run keeps its own"
+                    f"--resume {launch['resume']}: {', '.join(given)} cannot be given with "
+                    "--resume (a resumed run keeps the settings it started with); to change "
+                    "them, start a new run"
                 )
         try:
-            train(
+            result = train(
                 launch["dataset"],
                 model=launch["model"],
                 loss=launch["loss"],
@@ -246,12 +247,15 @@ def register(app: typer.Typer) -> None:
                 quiet=launch["quiet"],
                 console=console,
                 nproc=nproc,
+                threads=threads,
                 plugins=launch["plugin"] or None,
                 **options,
             )
         except TrainingInterrupted as stop:
             err_console.print(f"[yellow]{stop}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
+        if not launch["quiet"] and result is not None:
+            next_step(f"dwrec evaluate {result.run_dir}")
 
     train_command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [*_launch_parameters(loss_help, models), *option_params]

@@ -161,8 +161,7 @@ def _from_cache(spec: SourceSpec, progress: bool) -> Path:
             return folder
         raise DwrecError(
             f"{spec.name} cannot be downloaded automatically. {spec.manual_download} "
-            f"Then pass --source PATH (the archive or its extracted folder), or place the "
-            f"files in {folder}."
+            f"Alternatively place the files in {folder}; then no --source is needed."
         )
     missing = [r for r in spec.remote if _cached_copy(folder, r) is None]
     if missing and _has_placed_files(folder, spec):

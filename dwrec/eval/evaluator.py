@@ -67,6 +67,7 @@ class _Options:
     max_score_elements: int
     workers: int | None = None
     forward_tokens: int | None = None
+    progress: object = None  # progress(cases_done, cases_total), called after each batch
 
 
 def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Ranking:
@@ -114,7 +115,10 @@ def _rank_cases(model, dataset: Dataset, cases: Cases, opts: _Options) -> Rankin
                 opts.top_k,
                 chunk,
             )
-        return result[0].cpu(), result[1].cpu(), result[2].cpu()
+        done = result[0].cpu(), result[1].cpu(), result[2].cpu()
+        if opts.progress is not None:
+            opts.progress(len(part), len(cases))
+        return done
 
     results = _map_in_workers(rank_part, parts, workers)
     ranks, tops, top_keys = ([result[i] for result in results] for i in range(3))
@@ -235,12 +239,14 @@ def rank_model(
     max_score_elements: int = MAX_SCORE_ELEMENTS,
     workers: int | None = None,
     forward_tokens: int | None = None,
+    progress=None,
 ) -> Ranking:
     """Rank every case with ``model`` (restores its train/eval mode afterwards).
 
     ``workers``: batches ranked at once on CPU threads (default: torch's thread count on CPU,
     1 elsewhere); ``forward_tokens``: token positions per model forward (default
-    :data:`FORWARD_TOKENS`). Both change speed only, never a rank."""
+    :data:`FORWARD_TOKENS`). Both change speed only, never a rank. ``progress(cases, total)``
+    is called after each batch of ``cases`` cases."""
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     if sampled is not None and sampled < 1:
@@ -260,6 +266,7 @@ def rank_model(
         max_score_elements,
         workers,
         forward_tokens,
+        progress,
     )
     was_training = model.training
     model.eval()
@@ -302,15 +309,17 @@ def is_finished(run_dir: str | Path) -> bool:
     return RunDir(run_dir).is_finished()
 
 
-def load_run_data(run_dir: str | Path) -> tuple[dict, Dataset, Split]:
+def load_run_data(
+    run_dir: str | Path, dataset: str | Path | None = None
+) -> tuple[dict, Dataset, Split]:
     """Read a run's config and load its dataset and split, checking both fingerprints
-    (:meth:`dwrec.rundir.RunDir.load_data`)."""
+    (:meth:`dwrec.rundir.RunDir.load_data`; ``dataset``: ``--dataset DIR_OR_NAME``)."""
     folder = RunDir(run_dir)
     if not folder.path.is_dir():
         raise UsageError(f"RUN {folder.path}: no such run directory")
     config = folder.read_config(with_plugins=True)
-    dataset, split = folder.load_data(config)
-    return config, dataset, split
+    data, split = folder.load_data(config, dataset=dataset)
+    return config, data, split
 
 
 def evaluate_run(
@@ -331,6 +340,8 @@ def evaluate_run(
     model_wrapper=None,
     label: str | None = None,
     extra: dict | None = None,
+    dataset: str | Path | None = None,
+    progress=None,
 ) -> dict:
     """Evaluate a finished run; write ``per_user.parquet`` and ``metrics.json`` (names per
     :func:`output_names`) into ``out`` (default: the run dir). Returns the metrics.json
@@ -339,7 +350,14 @@ def evaluate_run(
     ``model_wrapper`` (model -> model) transforms the loaded model before ranking (the
     prior-shift control, :mod:`dwrec.eval.prior`); ``label`` then names the evaluation
     (``evaluation_label`` in metrics.json, read by ``dwrec report``) and ``extra`` is merged
-    into metrics.json."""
+    into metrics.json. ``dataset`` (``--dataset DIR_OR_NAME``) overrides where the run's
+    dataset is looked for (its fingerprint is still checked); ``progress(cases, total)`` is
+    called after each ranked batch.
+
+    metrics.json records the state it evaluated (``"checkpoint"``: model.pt's sha256, best
+    epoch, epochs run, ``"finished"``), so that an evaluation of a run trained further is
+    known as stale (:meth:`dwrec.rundir.RunDir.stale_reason`); ``"finished": false`` marks
+    the evaluation of a run whose training had not finished."""
     from dwrec.models.registry import load_model
 
     if split not in ("test", "valid"):
@@ -352,7 +370,9 @@ def evaluate_run(
             raise UsageError(f"{flag} must lie in [0, 1], got {value}")
     ks = _check_ks(ks)
     run_dir = Path(run_dir)
-    config, dataset, data_split = load_run_data(run_dir)
+    config, dataset_obj, data_split = load_run_data(run_dir, dataset)
+    dataset = dataset_obj
+    state = RunDir(run_dir).checkpoint_record()  # before loading: what model.pt was
     model = load_model(run_dir, config, dataset)
     if model_wrapper is not None:
         model = model_wrapper(model)
@@ -370,6 +390,7 @@ def evaluate_run(
         sampled=sampled,
         seed=seed,
         max_score_elements=max_score_elements,
+        progress=progress,
     )
     seconds = time.perf_counter() - started
     stats = cohorts.training_stats(dataset, data_split)
@@ -393,6 +414,8 @@ def evaluate_run(
         thresholds={"power": power_threshold, "general": general_threshold},
     )
     result["seconds"] = round(seconds, 3)
+    result["checkpoint"] = state
+    result["finished"] = state["finished"]
     if label is not None:
         result["label"] = result["evaluation_label"] = label
     result.update(extra or {})

@@ -143,6 +143,10 @@ class LossConfig:
             typed.bind_dataset(dataset)
             for f in dataclasses.fields(typed):
                 self.options[f.name] = getattr(typed, f.name)
+        if self.options.get("weight_domains"):  # given, even if unused: it must name domains
+            from dwrec.losses.domains import domain_names_in
+
+            domain_names_in(list(self.options["weight_domains"]), dataset)
 
     def validate(self) -> LossConfig:
         """Check the names and every class's option ranges; then what the selected classes

@@ -260,4 +260,12 @@ def domain_names_in(values: list[str], dataset) -> list[str]:
             for piece in pieces:
                 dataset.domain_index(piece)  # raises with "did you mean"
                 names.append(piece)
+    if values and not names:
+        from dwrec.errors import UsageError
+
+        raise UsageError(
+            f"--weight-domains {' '.join(repr(v) for v in values)} names no domain; "
+            f"domains of {dataset.name}: {', '.join(dataset.domain_names[:10])}"
+            + (" ..." if len(dataset.domain_names) > 10 else "")
+        )
     return list(dict.fromkeys(names))

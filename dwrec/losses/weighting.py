@@ -67,6 +67,11 @@ class FixedConfig(ReductionConfig):
     def bind_dataset(self, dataset) -> None:
         self.weight_domains = domain_names_in(self.weight_domains, dataset)
 
+    def validate(self) -> None:
+        super().validate()
+        if not self.fixed_weight > 0:
+            raise UsageError(f"--fixed-weight must be > 0, got {self.fixed_weight}")
+
     def require(self) -> None:
         if not self.weight_domains:
             raise UsageError(

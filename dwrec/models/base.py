@@ -31,7 +31,17 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise :class:`~dwrec.errors.UsageError` for a value out of range (called before
-        any run dir is written)."""
+        any run dir is written), naming only the offending setting."""
+        from dwrec.errors import UsageError
+
+        for name in ("hidden", "layers", "heads", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.ffn is not None and self.ffn < 1:
+            raise UsageError(f"--ffn must be >= 1 (leave it out for 4 x hidden), got {self.ffn}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UsageError(f"--dropout must lie in [0, 1), got {self.dropout}")
 
 
 @dataclass

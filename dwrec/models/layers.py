@@ -20,16 +20,10 @@ PAD = 0
 
 
 def check_transformer_config(config: ModelConfig) -> None:
-    """Reject sizes a transformer cannot use, naming the flags."""
-    if config.hidden <= 0 or config.heads <= 0 or config.layers <= 0 or config.max_len <= 0:
-        raise UsageError(
-            f"--hidden {config.hidden}, --heads {config.heads}, --layers {config.layers} "
-            f"and --max-len {config.max_len} must all be positive"
-        )
+    """Reject sizes a transformer cannot use, naming only the offending flags."""
+    config.validate()
     if config.hidden % config.heads:
         raise UsageError(f"--hidden {config.hidden} is not divisible by --heads {config.heads}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise UsageError(f"--dropout {config.dropout} must lie in [0, 1)")
 
 
 def ffn_size(config: ModelConfig) -> int:

@@ -9,20 +9,24 @@ from pathlib import Path
 
 from dwrec.errors import UsageError
 from dwrec.report.runs import OPERATIONAL_TRAIN_KEYS, EvaluatedRun, RunGroup
+from dwrec.rundir import TRAIN_DONE, RunDir
 
 # config.json keys a compared group may change: its loss settings, label and seed (the
 # report's purpose), and where the dataset lies (its content is checked by fingerprint)
-ALLOWED_DIFFERENCES = ("loss", "label", "train.seed", "dataset.path")
-TRAIN_DONE_FILE = "train_done.json"  # written by dwrec.train.trainer when training ends
+# (dataset.request: how it was prepared, recorded to re-create it; the fingerprint decides)
+ALLOWED_DIFFERENCES = ("loss", "label", "train.seed", "dataset.path", "dataset.request")
+TRAIN_DONE_FILE = TRAIN_DONE  # written by dwrec.train when training ends
 
 
 def is_finished(run: EvaluatedRun) -> bool:
-    """True when the run's training ended (``train_done.json``, or a ``summary.json`` with
-    ``"finished": true``, in its run dir). Runs without any config are taken as finished."""
+    """True when the run's training ended (:meth:`dwrec.rundir.RunDir.is_finished`, or a
+    legacy ``summary.json`` with ``"finished": true``, in its run dir). Evaluation outputs
+    without their run's config are finished unless their metrics.json says
+    ``"finished": false`` (``dwrec evaluate`` on an unfinished run)."""
     if not run.config:
-        return True
+        return run.metrics.get("finished") is not False
     run_dir = run.run_dir
-    if (run_dir / TRAIN_DONE_FILE).exists():
+    if RunDir(run_dir).is_finished():
         return True
     summary = run_dir / "summary.json"
     if summary.exists():

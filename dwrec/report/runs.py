@@ -32,7 +32,7 @@ PER_USER_FILE = PER_USER
 METRICS_FILE = METRICS
 COHORTS = ("target", "power", "general")
 # config.json "train" keys that change how a run was executed, not what it learned
-OPERATIONAL_TRAIN_KEYS = frozenset({"seed", "device", "compile", "amp"})
+OPERATIONAL_TRAIN_KEYS = frozenset({"seed", "device", "compile", "amp", "threads"})
 
 
 @dataclass
@@ -131,11 +131,25 @@ def load_run(path: Path) -> EvaluatedRun:
     )
     if metrics.get("split", "test") != "test":
         raise DataFormatError(path / METRICS_FILE, f"split is {metrics['split']!r}, not 'test'")
+    _refuse_stale(path, config_path.parent, metrics)
     if metrics.get("evaluation_label"):  # an evaluation named apart from its run (prior shift)
         label = str(metrics["evaluation_label"])
     else:
         label = default_label(config) if config else str(metrics.get("label") or path.name)
     return EvaluatedRun(path=path, config=config, metrics=metrics, label=label)
+
+
+def _refuse_stale(path: Path, run_dir: Path, metrics: dict) -> None:
+    """A :class:`UsageError` when ``metrics`` evaluated another model.pt than the run's
+    current one (the run was trained further since): its numbers are not the run's."""
+    reason = RunDir(run_dir).stale_reason(metrics, path / METRICS_FILE)
+    if reason is None:
+        return
+    if Path(path).resolve() == Path(run_dir).resolve():
+        how = f"`dwrec evaluate {run_dir}` (or `dwrec evaluate` for every stale run)"
+    else:  # written elsewhere (--out, --prior-from): the command that wrote it, again
+        how = f"run the `dwrec evaluate {run_dir} ...` that wrote {path} again"
+    raise UsageError(f"{path / METRICS_FILE} is stale: {reason}. Evaluate it again: {how}")
 
 
 @dataclass
@@ -168,7 +182,7 @@ def discover_runs(paths: Sequence[str | Path] | None, root: str | Path = "runs")
                 raise UsageError(f"RUN {raw}: no evaluated run (per_user.parquet) under it")
             found += inner
             skipped += inner_skipped
-        return Discovery(_unique(found), skipped, "runs named on the command line")
+        return Discovery(_unique(found), skipped, "the runs given")
     root = Path(root)
     runs, skipped = _scan(root) if root.is_dir() else ([], [])
     if not runs:

@@ -196,7 +196,10 @@ class Trainer:
             self.global_step += 1
             sequences_this_session += len(window_index)
             elapsed = max(time.perf_counter() - self.epoch_clock, 1e-9)
-            self.display.advance(None, sequences_this_session / elapsed)
+            # the running mean of the steps accounted so far (one step behind): no extra
+            # device sync, the loss was read anyway
+            running = self.epoch_loss_sum / self.epoch_positions if self.epoch_positions else None
+            self.display.advance(running, sequences_this_session / elapsed)
             self._notify("step")
             if self.stop_requested:
                 break
@@ -407,7 +410,11 @@ class Trainer:
         payload = checkpoint.best_state(
             self.model, self.model.n_items, self.run_info.dataset.fingerprint, self.best_epoch
         )
-        checkpoint.save(RunDir(self.run_info.run_dir).best_checkpoint, payload)
+        folder = RunDir(self.run_info.run_dir)
+        checkpoint.save(folder.best_checkpoint, payload)
+        # evaluations of the replaced model.pt are stale: removed (a kill right here is
+        # caught by the sha256 they record, RunDir.stale_reason)
+        folder.invalidate_evaluations()
 
     def _save_last(self) -> None:
         payload = {

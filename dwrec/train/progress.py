@@ -30,6 +30,10 @@ class TrainingDisplay:
         if not self.quiet:
             self.console.print(text, highlight=False, soft_wrap=True)
 
+    def warn(self, text: str) -> None:
+        """A warning: on stderr, shown even when quiet."""
+        Console(stderr=True).print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int = 0) -> None:
         if self.quiet or not self.console.is_terminal:
             return

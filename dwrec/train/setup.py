@@ -17,7 +17,7 @@ import torch
 
 from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.split import Split, make_split
-from dwrec.errors import DataFormatError, UsageError
+from dwrec.errors import DataFormatError, DwrecError, UsageError
 from dwrec.io import provenance
 from dwrec.losses.domains import domain_names_in  # noqa: F401 - re-exported
 from dwrec.rundir import CONFIG, RunDir
@@ -37,6 +37,8 @@ class OpenRun:
     device: torch.device
     resume_state: dict | None = None
     world: distributed.World = distributed.SINGLE
+    created: bool = False  # a new run (open_new), not a resumed one
+    created_dir: bool = True  # its folder did not exist before (removed with the run)
 
 
 def open_new(
@@ -47,15 +49,58 @@ def open_new(
     dataset_dir = resolve_dataset(config.dataset).resolve()
     display.line(f"dataset: {dataset_dir.name} ({dataset_dir})")
     dataset = load_dataset(dataset_dir)
+    # every check, the dataset-dependent ones included, comes before the run dir is claimed:
+    # a bad setting leaves nothing behind (no orphan run dir, no "-2" for the next run)
     config.loss.bind_dataset(dataset)  # e.g. fixed: --weight-domains -> domain names
+    check_against_dataset(config, dataset)
     split = make_split(dataset, config.train.split)
     world, device = start_world(world, config)
     # only rank 0 claims and writes; the others learn the run dir (or rank 0's error) from it
+    existed = config.out is not None and Path(config.out).is_dir()
     run_dir = distributed.on_main(world, lambda: claim_run_dir(config, dataset.name))
-    run = OpenRun(config, run_dir, dataset, split, device, world=world)
+    run = OpenRun(config, run_dir, dataset, split, device, world=world, created=True)
+    run.created_dir = not existed
     if world.is_main:
         write_config(run)
     return run
+
+
+def check_against_dataset(config: RunConfig, dataset: Dataset) -> None:
+    """The checks that need the dataset: what the loss requires once ``--weight-domains``
+    is resolved, sampled negatives below the catalogue size, and the model's own checks
+    (built on the ``meta`` device: no memory, no random draws)."""
+    from dwrec.models.registry import build_model
+
+    config.loss.validate()  # e.g. --loss fixed with --weight-domains naming no domain
+    negatives = getattr(config.loss.objective_config(), "negatives", None)
+    if negatives is not None and negatives >= dataset.n_items:
+        raise UsageError(
+            f"--negatives {negatives} must be below the catalogue size: dataset "
+            f"{dataset.name} has {dataset.n_items:,} items (at most {dataset.n_items - 1})"
+        )
+    try:
+        with torch.device("meta"):
+            build_model(config.model_name, dataset.n_items, config.model)
+    except DwrecError:
+        raise
+    except Exception:  # noqa: BLE001 - a model that cannot be built on "meta" (a plugin's):
+        pass  # the real build checks it, and discard_new_run removes the run dir on error
+
+
+def discard_new_run(run: OpenRun) -> None:
+    """Remove what :func:`open_new` wrote (config.json, environment.json) when the run
+    fails before its first step; the folder too when it was created for this run. Files
+    anyone else put there are left alone."""
+    if not run.created or not run.world.is_main:
+        return
+    folder = RunDir(run.run_dir)
+    written = {folder.config_path.name, folder.environment_path.name}
+    if any(p.name not in written for p in run.run_dir.iterdir()):
+        return
+    for name in written:
+        (run.run_dir / name).unlink(missing_ok=True)
+    if run.created_dir:
+        run.run_dir.rmdir()
 
 
 def multiprocess_refusal(config: RunConfig) -> str | None:
@@ -92,11 +137,12 @@ def open_resumed(
     options: dict,
     display: TrainingDisplay,
     world: distributed.World | None = None,
+    threads: int | None = None,
 ) -> OpenRun:
     given = check_resume_options(run_dir, options)
     folder = RunDir(run_dir)
     saved = folder.read_config(with_plugins=True)
-    dataset_dir = folder.recorded_data(saved)[0]
+    dataset_dir = folder.locate_dataset(saved, resuming=True)
     try:  # a hand-edited or damaged config.json: one line naming it, not a KeyError
         config = from_saved(saved)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -107,13 +153,40 @@ def open_resumed(
         setattr(config.train, key, value)
     config.train.validate()
     display.line(f"dataset: {dataset_dir.name} ({dataset_dir}); resuming {run_dir}")
-    dataset, split = folder.load_data(saved, resuming=True)
+    restore_threads(folder, saved, threads, display)
+    dataset, split = folder.load_data(saved, resuming=True, dataset=dataset_dir)
     state = resume_state(run_dir, dataset.fingerprint, display)
     world, device = start_world(world, config)
     run = OpenRun(config, run_dir, dataset, split, device, state, world)
     if world.is_main:
         write_config(run)
     return run
+
+
+def restore_threads(
+    folder: RunDir, saved: dict, threads: int | None, display: TrainingDisplay
+) -> None:
+    """Train on as many torch threads as the run used so far (config.json ``"threads"``,
+    else environment.json ``"torch_threads"``): float sums, hence the results, depend on
+    the count. ``--threads N`` given again wins, with a warning when it differs."""
+    recorded = saved.get("threads")
+    if recorded is None and folder.environment_path.exists():
+        try:
+            from dwrec.io import read_json
+
+            recorded = read_json(folder.environment_path).get("torch_threads")
+        except (DataFormatError, AttributeError):
+            recorded = None
+    if threads is not None:
+        if recorded is not None and threads != recorded:
+            display.warn(
+                f"--threads {threads}: the run used {recorded} thread(s) until now, so its "
+                "results may differ from an uninterrupted run in the last digits"
+            )
+        torch.set_num_threads(threads)
+    elif isinstance(recorded, int) and recorded >= 1 and recorded != torch.get_num_threads():
+        torch.set_num_threads(recorded)
+        display.line(f"threads: {recorded}, as the run used (--threads N changes it)")
 
 
 def resume_state(run_dir: Path, fingerprint: str, display: TrainingDisplay) -> dict | None:
@@ -140,6 +213,8 @@ def resume_state(run_dir: Path, fingerprint: str, display: TrainingDisplay) -> d
 def check_resume_options(run_dir: Path, options: dict) -> dict:
     """The given (non-``None``) options of a resume; a usage error for any that may not
     change, or when ``run_dir`` is not a run dir."""
+    if not Path(run_dir).exists():
+        raise UsageError(f"--resume {run_dir}: does not exist")
     if not RunDir(run_dir).has_config():
         raise UsageError(f"--resume {run_dir}: not a run dir (no {CONFIG})")
     given = {k: v for k, v in options.items() if v is not None}
@@ -195,11 +270,15 @@ def write_config(run: OpenRun) -> None:
             "path": str(Path(run.dataset.path).resolve()),
             "name": run.dataset.name,
             "fingerprint": run.dataset.fingerprint,
+            # how to re-create it when it is gone (RunDir.recreate_hint)
+            "request": run.dataset.meta.get("request"),
         },
         "split": {"scheme": run.split.scheme, "fingerprint": run.split.fingerprint},
         **config_sections(config),
         "label": label,
         **({"plugins": config.plugins} if config.plugins else {}),
+        # torch's intra-op threads: restored on resume (float sums depend on the count)
+        "threads": torch.get_num_threads(),
         **provenance(),
     }
     RunDir(run.run_dir).write_config(document, environment(run.device, run.world))

@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dwrec.errors import UsageError
 from dwrec.plugins import load_plugins
 from dwrec.rundir import RunDir
@@ -32,6 +34,7 @@ from dwrec.train.setup import (  # noqa: F401 - OpenRun, claim_run_dir... re-exp
     check_out_is_free,
     check_resume_options,
     claim_run_dir,
+    discard_new_run,
     domain_names_in,
     environment,
     multiprocess_refusal,
@@ -57,6 +60,7 @@ def train(
     callback: Callback | None = None,
     nproc: int | None = None,
     plugins: list[str | os.PathLike] | None = None,
+    threads: int | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train ``model`` with ``loss`` on a prepared dataset and write a run dir.
@@ -72,6 +76,9 @@ def train(
         nproc: train with this many local processes (DistributedDataParallel; see
             :mod:`dwrec.train.distributed`). Under torchrun (``RANK``/``WORLD_SIZE`` set) every
             process calls ``train`` itself and ``nproc`` stays ``None``.
+        threads: torch's CPU threads for this run (``None``: the current count; a resumed
+            run restores the count it used, recorded in config.json). The caller's count is
+            restored afterwards.
         options: any other option by its flat name (``epochs=3``, ``hidden=32``,
             ``negatives=128``...; see :mod:`dwrec.train.config`).
         plugins: Python files that register a loss, weighting or model (:mod:`dwrec.plugins`);
@@ -87,20 +94,32 @@ def train(
             ),
             callback,
         )  # fmt: skip
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
     world = distributed.world_from_environment()
     display = TrainingDisplay(console, quiet or (world is not None and not world.is_main))
-    if resume is not None:
-        run = open_resumed(Path(resume), options, display, world)
-    else:
-        given = dict(options, dataset=dataset, model=model, loss=loss, out=out)
-        config = resolve(given, config_file)
-        config.plugins = records
-        run = open_new(config, display, world)
+    caller_threads = torch.get_num_threads()
     try:
-        trainer = Trainer(run, display, callback)
-        return trainer.run()
+        if resume is not None:
+            run = open_resumed(Path(resume), options, display, world, threads)
+        else:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            given = dict(options, dataset=dataset, model=model, loss=loss, out=out)
+            config = resolve(given, config_file)
+            config.plugins = records
+            run = open_new(config, display, world)
+        try:
+            try:
+                trainer = Trainer(run, display, callback)
+            except BaseException:
+                discard_new_run(run)  # failed before its first step: leave nothing behind
+                raise
+            return trainer.run()
+        finally:
+            distributed.stop(run.world)
     finally:
-        distributed.stop(run.world)
+        torch.set_num_threads(caller_threads)
 
 
 def _spawn(nproc: int, arguments: dict[str, Any], callback: Callback | None) -> TrainResult:
