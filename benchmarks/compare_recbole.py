@@ -3,7 +3,7 @@
 Both train on the same interactions, the same leave-one-out split and the same
 hyperparameters, and are evaluated with full ranking, the user's history masked and ties
 broken by the smaller item id (RecBole's scores are re-ranked by the harness, see
-``_recbole.py``). Prints a markdown table: HR@10 and NDCG@10 of each, their ratio, a paired
+``dwrec/baselines/recbole.py``). Prints a markdown table: HR@10 and NDCG@10 of each, their ratio, a paired
 test over the test cases, epochs, training time per epoch and in all, one full-sort
 evaluation pass, the machine and the command.
 
@@ -25,10 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _recbole
 import numpy as np
 
+from dwrec.baselines import recbole as harness
 from dwrec.data.dataset import Dataset, load_dataset
+from dwrec.data.export import export_recbole
 from dwrec.data.split import make_split
 from dwrec.errors import DwrecError
 from dwrec.io import atomic_path, provenance, read_parquet, write_json
@@ -67,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-len", type=int, default=200)
     parser.add_argument("--eval-batch-size", type=int, default=512)
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scratch folder")
-    parser.add_argument("--venv", type=Path, default=REPO / _recbole.DEFAULT_VENV)
+    parser.add_argument("--venv", type=Path, default=REPO / harness.DEFAULT_VENV)
     parser.add_argument("--write", type=Path, help="also write the markdown to this file")
     args = parser.parse_args(argv)
     for flag in ("epochs", "patience", "threads", "batch_size", "max_len"):
@@ -148,9 +149,9 @@ def run_dwrec(args: argparse.Namespace, dataset_dir: Path) -> dict[str, Any]:
 
 
 def run_recbole_side(args: argparse.Namespace, dataset_dir: Path) -> dict[str, Any]:
-    _recbole.ensure_venv(args.venv)
-    atomic_dir = _recbole.export_atomic(dataset_dir, args.work / "atomic", "dwrec_export")
-    config = _recbole.sasrec_config(
+    harness.ensure_venv(args.venv)
+    atomic_dir = export_recbole(dataset_dir, args.work / "atomic", "dwrec_export")
+    config = harness.sasrec_config(
         epochs=args.epochs,
         patience=args.patience,
         batch_size=args.recbole_batch_size,
@@ -164,7 +165,7 @@ def run_recbole_side(args: argparse.Namespace, dataset_dir: Path) -> dict[str, A
         max_len=args.max_len,
         eval_batch_size=args.eval_batch_size,
     )
-    result = _recbole.run_recbole(
+    result = harness.run_recbole(
         atomic_dir, "dwrec_export", config, threads=args.threads, venv_path=args.venv
     )
     if not result["split_check"]["test_equal"]:

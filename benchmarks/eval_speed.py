@@ -12,7 +12,7 @@ Measures, on the test cases (leave-one-out) of
 
 ``--recbole`` also times RecBole 1.2.1's full-sort evaluation (``Trainer.evaluate`` on its
 test loader) of its SASRec of the same size, on the same interactions exported as atomic
-files, in its own venv with the same torch thread count (see ``_recbole.py``); best of
+files, in its own venv with the same torch thread count (see ``dwrec/baselines/recbole.py``); best of
 ``--repeats`` like dwrec's, each RecBole pass right after a dwrec pass (one RecBole process
 serves them, so load changes on a shared machine hit both alike). RecBole's own protocol
 masks nothing; one pass with the harness's history mask is timed too. RecBole's data preparation (which also builds every
@@ -169,7 +169,7 @@ def naive_ranking(model, dataset, cases, states, n_cases: int) -> np.ndarray:
 
 
 def measure(label: str, dataset, args, recbole=None) -> dict:
-    """dwrec's timings on ``dataset``; with a :class:`_recbole.RecBoleSession`, RecBole's
+    """dwrec's timings on ``dataset``; with a :class:`dwrec.baselines.recbole.RecBoleSession`, RecBole's
     full-sort pass is timed right after each dwrec pass (interleaved, so both see the same
     machine load), and once with the harness's history mask."""
     from dwrec.data.split import make_split
@@ -257,14 +257,14 @@ def recbole_figures(session, times: list[dict]) -> dict:
 def recbole_session(dataset, name: str, tmp: Path, args):
     """A RecBole process holding its SASRec (hidden 64, 2 layers, 2 heads, length 200,
     random weights) and its loaders for ``dataset`` exported as atomic files."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _recbole
+    from dwrec.baselines import recbole as harness
+    from dwrec.data.export import export_recbole
 
-    venv = args.venv or ROOT / _recbole.DEFAULT_VENV
-    _recbole.ensure_venv(venv)
-    atomic = _recbole.export_atomic(dataset.path, tmp / "atomic", name)
-    config = _recbole.sasrec_config(epochs=1, patience=1, batch_size=128, max_len=200)
-    return _recbole.RecBoleSession(atomic, name, config, threads=args.threads, venv_path=venv)
+    venv = args.venv or ROOT / harness.DEFAULT_VENV
+    harness.ensure_venv(venv)
+    atomic = export_recbole(dataset.path, tmp / "atomic", name)
+    config = harness.sasrec_config(epochs=1, patience=1, batch_size=128, max_len=200)
+    return harness.RecBoleSession(atomic, name, config, threads=args.threads, venv_path=venv)
 
 
 def large_child(device: str) -> dict:

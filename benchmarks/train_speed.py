@@ -20,7 +20,7 @@ full-softmax output layer ``2 T d n_items`` over the epoch's ``T`` target positi
 
 ``--recbole`` also times RecBole 1.2.1's SASRec (same sizes, CE, AdamW, batch of 128 prefix
 samples) on the same interactions in the same run, through RecBole's own
-``Trainer._train_epoch`` on the same number of batches, in its venv (see ``_recbole.py``),
+``Trainer._train_epoch`` on the same number of batches, in its venv (see ``dwrec/baselines/recbole.py``),
 with the same torch thread count. The two sides take turns of ``--chunk`` timed batches
 (RecBole's process waits idle during dwrec's turns), so a load change on a shared machine
 hits both alike. Units: RecBole's SASRec trains one sample per prefix of each training
@@ -171,7 +171,7 @@ def _prepare(args: argparse.Namespace, name: str = "movielens-1m") -> Path:
 
 
 def _trainer(args: argparse.Namespace, dataset_dir: Path, run_dir: Path):
-    """dwrec's Trainer with the settings RecBole gets from ``_recbole.sasrec_config``."""
+    """dwrec's Trainer with the settings RecBole gets from ``dwrec.baselines.recbole.sasrec_config``."""
     from dwrec.data.dataset import load_dataset
     from dwrec.data.split import make_split
     from dwrec.devices import resolve_device
@@ -289,15 +289,16 @@ def _device_name(device: torch.device) -> str:
 
 
 def _recbole_module():
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _recbole
+    from dwrec.baselines import recbole
 
-    return _recbole
+    return recbole
 
 
 def _recbole_atomic(dataset_dir: Path, name: str) -> Path:
     """Export ``dataset_dir`` as RecBole atomic files under .bench/recbole-atomic."""
-    return _recbole_module().export_atomic(dataset_dir, REPO / ".bench" / "recbole-atomic", name)
+    from dwrec.data.export import export_recbole
+
+    return export_recbole(dataset_dir, REPO / ".bench" / "recbole-atomic", name)
 
 
 def _recbole_venv(args: argparse.Namespace) -> Path:
@@ -308,7 +309,7 @@ def _recbole_venv(args: argparse.Namespace) -> Path:
 
 
 def sasrec_session(args: argparse.Namespace, dataset_dir: Path, name: str):
-    """A RecBole process with its SASRec (the same sizes; see ``_recbole.sasrec_config``)
+    """A RecBole process with its SASRec (the same sizes; see ``dwrec.baselines.recbole.sasrec_config``)
     built on ``dataset_dir``'s interactions, ready for timed requests."""
     _recbole = _recbole_module()
     venv = _recbole_venv(args)

@@ -8,20 +8,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 500
-# Modules other branches are shrinking (issue 13): exempt until they are split.
-LONG_ALLOWED = {
-    "dwrec.report.tables",  # statistics vs renderers: the report helper splits it
-    "dwrec.report.runs",  # owned by the report helper (RunDir now holds its file names)
-    "dwrec.data.sources.movielens",  # the data helper shrinks the sources
-    "dwrec.data.sources.amazon",
-}
-# Tests that still import a benchmark module (issue 13, left to do: move what they need into
-# dwrec or drive the scripts as subprocesses). The list may only shrink.
-BENCHMARK_IMPORTS_ALLOWED = {
-    "test_reproduce_paper.py",
-    "test_recbole_harness.py",
-    "test_recbole_export.py",
-}
 
 
 def module_files() -> dict[str, Path]:
@@ -112,7 +98,7 @@ def test_no_dwrec_module_over_500_lines():
         name: len(path.read_text(encoding="utf-8").splitlines())
         for name, path in module_files().items()
     }
-    over = {name: n for name, n in long.items() if n > MAX_LINES and name not in LONG_ALLOWED}
+    over = {name: n for name, n in long.items() if n > MAX_LINES}
     assert over == {}
 
 
@@ -167,8 +153,23 @@ def benchmark_imports(path: Path) -> bool:
     return False
 
 
+def test_the_benchmark_import_finder_sees_each_form(tmp_path):
+    forms = {
+        "import benchmarks.scale\n": True,
+        "from benchmarks._common import machine\n": True,
+        'import sys\nsys.path.insert(0, str(ROOT / "benchmarks"))\nimport _common\n': True,
+        "spec_from_file_location('x', ROOT / \"benchmarks\" / 'scale.py')\n": True,
+        # a script run as a subprocess: its path is built, nothing is imported
+        'SCRIPT = ROOT / "benchmarks" / "reproduce_paper.py"\nsubprocess.run([SCRIPT])\n': False,
+        "from dwrec.baselines import recbole\n": False,
+    }
+    for number, (source, imports) in enumerate(forms.items()):
+        sample = tmp_path / f"test_{number}.py"
+        sample.write_text(source)
+        assert benchmark_imports(sample) is imports, source
+
+
 def test_no_test_imports_a_benchmark_module():
     tests = [p for p in sorted((ROOT / "tests").glob("test_*.py")) if p.name != Path(__file__).name]
-    importers = {p.name for p in tests if benchmark_imports(p)}
-    assert importers <= BENCHMARK_IMPORTS_ALLOWED, sorted(importers - BENCHMARK_IMPORTS_ALLOWED)
-    assert BENCHMARK_IMPORTS_ALLOWED <= importers  # a test that stopped: take it off the list
+    importers = sorted(p.name for p in tests if benchmark_imports(p))
+    assert importers == []

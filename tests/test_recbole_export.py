@@ -1,4 +1,4 @@
-"""RecBole export (benchmarks/_recbole.py): the written atomic file makes RecBole's
+"""RecBole export (dwrec/data/export.py): the written atomic file makes RecBole's
 leave-one-out split equal dwrec's ``loo`` split. RecBole itself is not needed: its
 procedure (stable sort by timestamp then user, one sample per prefix, the last sample of
 each user to test and the one before to validation, keeping at least one for training) is
@@ -7,13 +7,13 @@ the timestamps can carry the order."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from dwrec.baselines.recbole import sasrec_config
 from dwrec.data.dataset import (
     INTERACTIONS_FILE_SCHEMA,
     ITEMS_FILE_SCHEMA,
@@ -21,12 +21,10 @@ from dwrec.data.dataset import (
     USERS_FILE_SCHEMA,
     load_dataset,
 )
+from dwrec.data.export import export_recbole
 from dwrec.data.split import make_split
 from dwrec.errors import DwrecError, UsageError
 from dwrec.io import read_json, write_json, write_parquet
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import _recbole  # noqa: E402
 
 # Per user: (item, timestamp) in dwrec's order (time, then original order). Equal
 # timestamps within a user are frequent, and the item order inside a tie is neither sorted
@@ -116,7 +114,7 @@ def recbole_leave_one_out(rows: np.ndarray, seed: int) -> dict[int, dict[str, in
 @pytest.fixture()
 def exported(tmp_path: Path) -> tuple[Path, Path]:
     dataset_dir = write_dataset(tmp_path / "dataset")
-    return dataset_dir, _recbole.export_atomic(dataset_dir, tmp_path / "atomic", "ties")
+    return dataset_dir, export_recbole(dataset_dir, tmp_path / "atomic", "ties")
 
 
 def test_header_and_tokens_are_dwrec_ids(exported):
@@ -195,16 +193,16 @@ def test_reserved_and_path_names_are_refused(tmp_path):
     dataset_dir = write_dataset(tmp_path / "dataset")
     for name in ("ml-100k", "a/b", ""):
         with pytest.raises(UsageError):
-            _recbole.export_atomic(dataset_dir, tmp_path / "atomic", name)
+            export_recbole(dataset_dir, tmp_path / "atomic", name)
 
 
 def test_missing_dataset_is_a_dwrec_error_naming_the_file(tmp_path):
     with pytest.raises(DwrecError, match="dataset.json"):
-        _recbole.export_atomic(tmp_path / "nowhere", tmp_path / "atomic", "x")
+        export_recbole(tmp_path / "nowhere", tmp_path / "atomic", "x")
 
 
 def test_sasrec_config_maps_dwrec_hyperparameters():
-    config = _recbole.sasrec_config(epochs=7, patience=5, batch_size=64, hidden=32, dropout=0.1)
+    config = sasrec_config(epochs=7, patience=5, batch_size=64, hidden=32, dropout=0.1)
     assert config["stopping_step"] == 4  # RecBole stops once its counter exceeds this
     assert config["inner_size"] == 128 and config["hidden_size"] == 32
     assert config["hidden_dropout_prob"] == config["attn_dropout_prob"] == 0.1

@@ -1,4 +1,4 @@
-"""RecBole harness plumbing (benchmarks/_recbole.py) that can be checked without RecBole:
+"""RecBole harness plumbing (dwrec/baselines/recbole.py) that can be checked without RecBole:
 the subprocess runs the venv's own python (not the interpreter its symlink points to), gets
 the spec and thread count, speaks the session protocol, fails loudly, and the speed driver
 only uses what the main driver defines."""
@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import ast
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from dwrec.baselines import recbole as harness
+from dwrec.baselines.recbole_drivers import DRIVER, SPEED_DRIVER
+from dwrec.data.export import RECBOLE_INTER_HEADER
 from dwrec.errors import UsageError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import _recbole  # noqa: E402
 
 # Stands in for the venv's python. driver.py: writes a result file describing the call.
 # speed_driver.py: sends that description as its ready line, then answers each request.
@@ -54,18 +53,18 @@ def fake_venv(tmp_path: Path) -> Path:
 def atomic_dir(tmp_path: Path, name: str = "toy") -> Path:
     folder = tmp_path / "atomic" / name
     folder.mkdir(parents=True)
-    (folder / f"{name}.inter").write_text(_recbole.INTER_HEADER + "\n0\t0\t0\n")
+    (folder / f"{name}.inter").write_text(RECBOLE_INTER_HEADER + "\n0\t0\t0\n")
     return folder
 
 
 def test_session_uses_the_venv_python_and_answers_requests(tmp_path):
     venv = fake_venv(tmp_path)
-    with _recbole.RecBoleSession(
+    with harness.RecBoleSession(
         atomic_dir(tmp_path), "toy", {"seed": 3}, threads=2, venv_path=venv
     ) as session:
         info = session.info
         answer = session.call({"op": "train", "batches": 5})
-        with pytest.raises(_recbole.RecBoleError, match="RecBole driver: unknown"):
+        with pytest.raises(harness.RecBoleError, match="RecBole driver: unknown"):
             session.call({"op": "bad"})
         scratch = Path(session._scratch.name)
         assert scratch.exists()
@@ -80,16 +79,16 @@ def test_session_uses_the_venv_python_and_answers_requests(tmp_path):
 
 
 def test_a_session_whose_process_dies_is_a_recbole_error(tmp_path):
-    session = _recbole.RecBoleSession(
+    session = harness.RecBoleSession(
         atomic_dir(tmp_path), "toy", {}, threads=1, venv_path=fake_venv(tmp_path)
     )
-    with pytest.raises(_recbole.RecBoleError, match="exit code 4"):
+    with pytest.raises(harness.RecBoleError, match="exit code 4"):
         session.call({"op": "die"})
 
 
 def test_training_run_uses_the_main_driver(tmp_path):
     venv = fake_venv(tmp_path)
-    result = _recbole.run_recbole(atomic_dir(tmp_path), "toy", {}, threads=1, venv_path=venv)
+    result = harness.run_recbole(atomic_dir(tmp_path), "toy", {}, threads=1, venv_path=venv)
     assert result["script"] == "driver.py"
     assert result["argv0"] == str((venv / "bin" / "python").absolute())
 
@@ -98,29 +97,29 @@ def test_bad_arguments_are_usage_errors(tmp_path):
     venv = fake_venv(tmp_path)
     folder = atomic_dir(tmp_path)
     with pytest.raises(UsageError, match="expected other.inter"):
-        _recbole.RecBoleSession(folder, "other", {}, threads=1, venv_path=venv)
+        harness.RecBoleSession(folder, "other", {}, threads=1, venv_path=venv)
     with pytest.raises(UsageError, match="--threads"):
-        _recbole.run_recbole(folder, "toy", {}, threads=0, venv_path=venv)
-    with pytest.raises(_recbole.RecBoleError, match="no RecBole venv"):
-        _recbole.RecBoleSession(folder, "toy", {}, threads=1, venv_path=tmp_path / "none")
+        harness.run_recbole(folder, "toy", {}, threads=0, venv_path=venv)
+    with pytest.raises(harness.RecBoleError, match="no RecBole venv"):
+        harness.RecBoleSession(folder, "toy", {}, threads=1, venv_path=tmp_path / "none")
 
 
 def test_a_failed_run_is_a_recbole_error(tmp_path):
     venv = fake_venv(tmp_path)
     (tmp_path / "elsewhere" / "interpreter").write_text("#!/bin/sh\nexit 3\n")
-    with pytest.raises(_recbole.RecBoleError, match="exit code 3"):
-        _recbole.run_recbole(atomic_dir(tmp_path), "toy", {}, threads=1, venv_path=venv)
+    with pytest.raises(harness.RecBoleError, match="exit code 3"):
+        harness.run_recbole(atomic_dir(tmp_path), "toy", {}, threads=1, venv_path=venv)
 
 
 def test_speed_driver_imports_only_what_the_main_driver_defines():
     defined = {
         node.name
-        for node in ast.parse(_recbole.DRIVER).body
+        for node in ast.parse(DRIVER).body
         if isinstance(node, ast.FunctionDef | ast.ClassDef)
     }
     imported = [
         alias.name
-        for node in ast.parse(_recbole.SPEED_DRIVER).body
+        for node in ast.parse(SPEED_DRIVER).body
         if isinstance(node, ast.ImportFrom) and node.module == "driver"
         for alias in node.names
     ]
@@ -128,7 +127,7 @@ def test_speed_driver_imports_only_what_the_main_driver_defines():
 
 
 def test_every_request_the_session_documents_is_handled_by_the_driver():
-    handled = set(re.findall(r'op == "(\w+)"', _recbole.SPEED_DRIVER))
-    documented = set(re.findall(r'``\{"op": "(\w+)"', _recbole.RecBoleSession.__doc__))
+    handled = set(re.findall(r'op == "(\w+)"', SPEED_DRIVER))
+    documented = set(re.findall(r'``\{"op": "(\w+)"', harness.RecBoleSession.__doc__))
     assert documented == {"train", "eval", "rss"}
     assert handled == documented

@@ -17,6 +17,7 @@ import pytest
 from dwrec.cli import main
 from dwrec.errors import UsageError
 from dwrec.io import write_json, write_parquet
+from dwrec.losses.base import WEIGHTING_CLASSES, Weighting
 from dwrec.report import report, write_report
 from dwrec.report.plots import lift_points
 
@@ -276,6 +277,40 @@ def test_final_dynamic_weights_appear_in_the_domain_table(planted):
     assert weights["Film-Noir"]["sasrec+dynamic"] == 5.0
     assert weights["Horror"]["sasrec+generic"] is None
     assert "final weight sasrec+dynamic" in result.render("md")
+
+
+class _LearnedToy(Weighting):
+    name = "toy-learned"
+    learns_weights = True
+
+
+class _FixedToy(Weighting):
+    name = "toy-fixed"
+
+
+def test_final_weight_columns_follow_the_learns_weights_capability(tmp_path, monkeypatch):
+    """Every run below logs domain weights; only weightings that declare ``learns_weights``
+    get a column: a new name that learns them does, ``fixed`` (its constant weights) and a
+    new name that does not learn them do not."""
+    monkeypatch.setitem(WEIGHTING_CLASSES, _LearnedToy.name, _LearnedToy)
+    monkeypatch.setitem(WEIGHTING_CLASSES, _FixedToy.name, _FixedToy)
+    logged = {d: 3.0 if d == "Film-Noir" else 1.0 for d in DOMAINS}
+    for seed in (0, 1):
+        make_run(tmp_path, f"generic-{seed}", loss="generic", seed=seed)
+        for loss in ("fixed", "toy-learned", "toy-fixed", "dynamic"):
+            make_run(tmp_path, f"{loss}-{seed}", loss=loss, seed=seed, weights=logged)
+    result = report([tmp_path], domains=["Film-Noir", "Horror"], bootstrap=10)
+    film_noir = next(row for row in result.domain_rows if row.domain == "Film-Noir")
+    assert film_noir.weights == {
+        "sasrec+generic": None,
+        "sasrec+fixed": None,
+        "sasrec+toy-learned": 3.0,
+        "sasrec+toy-fixed": None,
+        "sasrec+dynamic": 3.0,
+    }
+    text = result.render("md")
+    assert "final weight sasrec+toy-learned" in text and "final weight sasrec+dynamic" in text
+    assert "final weight sasrec+fixed" not in text and "final weight sasrec+toy-fixed" not in text
 
 
 def _markdown_table(text: str, title: str) -> list[dict[str, str]]:

@@ -16,9 +16,8 @@ reader can search with :func:`dwrec.data.raw.find_raw_file`:
   machine); only what is missing is downloaded from the official URL, resumably, and checked
   against the pinned sha256 (or the publisher's md5 where no sha256 is known).
 
-Archives are extracted safely: a member whose path would land outside the target folder
-(absolute path, ``..``, a link pointing out, a device file) stops the extraction with a
-:class:`~dwrec.errors.DwrecError`, and nothing is left under the final folder name.
+Archives are extracted safely (:mod:`dwrec.data.archives`); hashes are computed and checked
+by :mod:`dwrec.data.checksums`.
 
 Downloads are switched off by ``DWREC_OFFLINE=1`` (the test suite sets it); then, as on any
 network error, the error names ``--source`` and the cache folder where files may be placed.
@@ -27,30 +26,31 @@ network error, the error names ``--source`` and the cache folder where files may
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import posixpath
-import re
-import shutil
-import stat
-import tarfile
-import tempfile
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from dwrec.data.archives import (  # noqa: F401 - extract_archive re-exported
+    ARCHIVE_SUFFIXES,
+    EXTRACTED_PREFIX,
+    extract_archive,
+    is_archive,
+)
+from dwrec.data.checksums import (  # noqa: F401 - file_digests re-exported
+    CHUNK_BYTES,
+    check_digests,
+    file_digests,
+    hash_file,
+    remember_digests,
+)
 from dwrec.data.sources import RemoteFile, SourceSpec
 from dwrec.errors import ChecksumError, DwrecError, UsageError
-from dwrec.io import apply_umask, read_json, write_json
-from dwrec.paths import dwrec_home, raw_dir
+from dwrec.paths import raw_dir
 
-ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 OFFLINE_ENV = "DWREC_OFFLINE"
-CHUNK_BYTES = 1 << 20
 TIMEOUT_SECONDS = 30
-EXTRACTED_PREFIX = "extracted-"
 
 # Module-level so tests can substitute a local opener; never called with a user-built URL.
 _urlopen = urllib.request.urlopen
@@ -58,11 +58,6 @@ _urlopen = urllib.request.urlopen
 
 class OfflineError(DwrecError):
     """A download was needed but the network is off or unreachable."""
-
-
-def is_archive(path: str | os.PathLike) -> bool:
-    """True when ``path``'s name ends in a supported archive suffix."""
-    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def offline() -> bool:
@@ -224,79 +219,6 @@ def _offline_error(spec: SourceSpec, missing: list[RemoteFile], reason: str) -> 
     )
 
 
-# --------------------------------------------------------------------------- checksums
-
-
-def _checksum_cache_path() -> Path:
-    return dwrec_home() / "raw" / ".checksums.json"
-
-
-def _load_checksum_cache() -> dict:
-    path = _checksum_cache_path()
-    if not path.exists():
-        return {}
-    try:
-        cache = read_json(path)
-    except DwrecError:
-        return {}
-    return cache if isinstance(cache, dict) else {}
-
-
-def file_digests(path: Path) -> dict[str, str]:
-    """``{"sha256": ..., "md5": ...}`` of a file's bytes (hex, lower case).
-
-    Hashing a 250 MB archive takes about a second, so results are remembered in
-    ``$DWREC_HOME/raw/.checksums.json`` keyed by the file's absolute path, size and
-    modification time; a changed file is hashed again.
-    """
-    path = Path(path)
-    info = path.stat()
-    key = str(path.resolve())
-    cache = _load_checksum_cache()
-    entry = cache.get(key)
-    if (
-        isinstance(entry, dict)
-        and entry.get("size") == info.st_size
-        and entry.get("mtime_ns") == info.st_mtime_ns
-    ):
-        return {"sha256": entry["sha256"], "md5": entry["md5"]}
-    digests = _hash_file(path)
-    _remember(path, digests, cache)
-    return digests
-
-
-def _remember(path: Path, digests: dict[str, str], cache: dict | None = None) -> None:
-    info = path.stat()
-    cache = _load_checksum_cache() if cache is None else cache
-    cache[str(path.resolve())] = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, **digests}
-    # The cache only saves time; a read-only home must not stop a prepare.
-    with contextlib.suppress(OSError):
-        write_json(_checksum_cache_path(), cache)
-
-
-def _hash_file(path: Path) -> dict[str, str]:
-    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK_BYTES):
-            sha256.update(block)
-            md5.update(block)
-    return {"sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
-
-
-def check_digests(path: Path, remote: RemoteFile, digests: dict[str, str], hint: str = "") -> None:
-    """Raise :class:`ChecksumError` naming both hashes when ``path`` is not ``remote``'s file.
-
-    The pinned sha256 is checked when there is one, and the publisher's md5 when given.
-    """
-    expected = [("sha256", remote.sha256), ("md5", remote.md5)]
-    for algorithm, pinned in expected:
-        if pinned and digests[algorithm] != pinned.lower():
-            raise ChecksumError(
-                f"{path}: {algorithm} is {digests[algorithm]} but the pinned {algorithm} of "
-                f"{remote.url} is {pinned.lower()}" + (f"; {hint}" if hint else "")
-            )
-
-
 # --------------------------------------------------------------------------- downloads
 
 
@@ -314,7 +236,7 @@ def download(remote: RemoteFile, folder: Path, *, progress: bool = False) -> Pat
     final = folder / remote.filename
     part = folder / (remote.filename + ".part")
     _fetch(remote, part, progress)
-    digests = _hash_file(part)
+    digests = hash_file(part)
     try:
         check_digests(
             part,
@@ -326,7 +248,7 @@ def download(remote: RemoteFile, folder: Path, *, progress: bool = False) -> Pat
         part.unlink(missing_ok=True)
         raise
     os.replace(part, final)
-    _remember(final, digests)
+    remember_digests(final, digests)
     return final
 
 
@@ -409,113 +331,3 @@ def _progress(
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"downloading {label}", total=total, completed=done)
         yield lambda n: bar.advance(task, n)
-
-
-# --------------------------------------------------------------------------- archives
-
-
-def extract_archive(archive: Path, dest_root: Path, *, sha256: str | None = None) -> Path:
-    """Extract ``archive`` into ``dest_root/extracted-<sha8>/`` once, safely; return that folder.
-
-    The content goes to a temporary folder first and is renamed into place only when complete,
-    so an interrupted extraction leaves nothing under the final name. A folder that already
-    exists for the same archive bytes is reused.
-    """
-    archive = Path(archive)
-    sha256 = sha256 or file_digests(archive)["sha256"]
-    target = Path(dest_root) / f"{EXTRACTED_PREFIX}{sha256[:8]}"
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".extracting-", dir=target.parent))
-    try:
-        if archive.name.lower().endswith(".zip"):
-            _extract_zip(archive, tmp)
-        else:
-            _extract_tar(archive, tmp)
-        apply_umask(tmp, directory=True)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not target.is_dir():  # another process finished the same extraction first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def _escape_error(archive: Path, member: str, why: str) -> DwrecError:
-    return DwrecError(
-        f"{archive}: refusing to extract member {member!r}: {why}; the archive is not a "
-        "plain dataset archive (re-download it from the official URL)"
-    )
-
-
-def _member_parts(archive: Path, name: str) -> tuple[str, ...]:
-    """The path components of a member, refusing any that would leave the target folder."""
-    normal = name.replace("\\", "/")
-    if normal.startswith("/") or _DRIVE.match(normal):
-        raise _escape_error(archive, name, "absolute path")
-    parts = PurePosixPath(normal).parts
-    if ".." in parts:
-        raise _escape_error(archive, name, "its path contains '..' and would escape the folder")
-    return parts
-
-
-def _link_stays_inside(link_dir: str, link_target: str) -> bool:
-    target = link_target.replace("\\", "/")
-    if target.startswith("/") or _DRIVE.match(target):
-        return False
-    resolved = posixpath.normpath(posixpath.join(link_dir, target))
-    return resolved != ".." and not resolved.startswith("../")
-
-
-def _extract_zip(archive: Path, folder: Path) -> None:
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                parts = _member_parts(archive, info.filename)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
-                    target = zf.read(info).decode("utf-8", "replace")
-                    if not _link_stays_inside(posixpath.dirname("/".join(parts)), target):
-                        raise _escape_error(
-                            archive, info.filename, f"link to {target!r} points out"
-                        )
-            zf.extractall(folder)
-    except (zipfile.BadZipFile, EOFError) as exc:
-        raise DwrecError(
-            f"{archive}: not a readable zip archive ({exc}); is it truncated?"
-        ) from None
-
-
-def _extract_tar(archive: Path, folder: Path) -> None:
-    try:
-        with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-            for member in members:
-                parts = _member_parts(archive, member.name)
-                if member.issym():
-                    link_dir = posixpath.dirname("/".join(parts))
-                    if not _link_stays_inside(link_dir, member.linkname):
-                        raise _escape_error(
-                            archive, member.name, f"link to {member.linkname!r} points out"
-                        )
-                elif member.islnk():
-                    if not _link_stays_inside("", member.linkname):
-                        raise _escape_error(
-                            archive, member.name, f"hard link to {member.linkname!r} points out"
-                        )
-                elif not (member.isfile() or member.isdir()):
-                    raise _escape_error(archive, member.name, "device or special file")
-            if hasattr(tarfile, "data_filter"):
-                tf.extractall(folder, members=members, filter="data")
-            else:  # pragma: no cover - Python without PEP 706; members were checked above
-                tf.extractall(folder, members=members)
-    except (tarfile.TarError, EOFError) as exc:
-        raise DwrecError(
-            f"{archive}: not a readable tar archive ({exc}); is it truncated?"
-        ) from None

@@ -67,6 +67,14 @@ def is_weighting(name: str) -> bool:
     return name in WEIGHTING_CLASSES
 
 
+def learns_weights(name: str) -> bool:
+    """Whether ``--loss name`` is a registered domain weighting that declares the
+    ``learns_weights`` capability (the report shows its final domain weights)."""
+    _load_builtins()
+    cls = WEIGHTING_CLASSES.get(name)
+    return cls is not None and bool(cls.learns_weights)
+
+
 class LossConfig:
     """``loss``, ``objective`` and every option of the registered classes (flat).
 

@@ -79,7 +79,12 @@ class EvaluatedRun:
         return Path(self.metrics.get("run") or self.path)
 
     def final_domain_weights(self) -> dict[str, float] | None:
-        """The ``domain_weights`` of the last line of ``log.jsonl`` (``None`` if not learned)."""
+        """The ``domain_weights`` of the last line of ``log.jsonl``; ``None`` when none were
+        logged or the run's weighting does not declare ``learns_weights`` (e.g. ``fixed``)."""
+        from dwrec.losses.config import learns_weights
+
+        if not learns_weights(str(self.config.get("loss", {}).get("loss", ""))):
+            return None
         log_path = self.run_dir / LOG
         if not log_path.exists():
             return None

@@ -1,0 +1,1 @@
+"""Other libraries run on the same data and protocol as dwrec, for comparison (RecBole)."""
