@@ -31,6 +31,7 @@ def prepare(
     force=False,
     options=None,
     progress=False,
+    dataset_name=None,
 ):
     """Prepare dataset ``name`` (see :func:`dwrec.data.prepare.prepare`)."""
     from dwrec.data.prepare import prepare as _prepare
@@ -46,6 +47,7 @@ def prepare(
         force=force,
         options=options,
         progress=progress,
+        dataset_name=dataset_name,
     )
 
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from dwrec.data.dataset import Dataset
@@ -36,6 +35,7 @@ from dwrec.data.split import Cases, Split
 from dwrec.devices import resolve_device
 from dwrec.errors import DwrecError, UsageError
 from dwrec.eval import cohorts, metrics
+from dwrec.eval.outputs import metrics_document, per_user_table
 from dwrec.eval.ranking import (  # noqa: F401 - the kernels, re-exported
     DEFAULT_BATCH_SIZE,
     MASKED_KEY,
@@ -49,7 +49,7 @@ from dwrec.eval.ranking import (  # noqa: F401 - the kernels, re-exported
     rank_sampled,
     sort_keys,
 )
-from dwrec.io import provenance, write_json, write_parquet
+from dwrec.io import write_json, write_parquet
 from dwrec.models.base import trim_leading_padding
 from dwrec.rundir import RunDir, output_names  # noqa: F401 - output_names re-exported
 
@@ -398,7 +398,7 @@ def evaluate_run(
         dataset, stats, cases.user, cases.target, power_threshold, general_threshold
     )
     per_case = metrics.per_case_metrics(ranking.ranks, ks)
-    result = _metrics_document(
+    result = metrics_document(
         run_dir,
         config,
         dataset,
@@ -420,85 +420,10 @@ def evaluate_run(
         result["label"] = result["evaluation_label"] = label
     result.update(extra or {})
     table_path, metrics_path = RunDir(run_dir).outputs(split, out)
-    write_parquet(table_path, _per_user_table(dataset, cases, ranking, per_case, masks))
+    write_parquet(table_path, per_user_table(dataset, cases, ranking, per_case, masks))
     write_json(metrics_path, result)
     if export_trec is not None:
         from dwrec.eval.trec import write_trec
 
         write_trec(Path(export_trec), run_dir.name, split, dataset, cases, ranking)
     return result
-
-
-def _per_user_table(dataset, cases: Cases, ranking: Ranking, per_case, masks) -> pa.Table:
-    columns = {
-        "case_id": pa.array(cases.row.astype(np.int64)),
-        "user_id": pa.array(cases.user.astype(np.int32)),
-        "target_item": pa.array(cases.target.astype(np.int32)),
-        "rank": pa.array(ranking.ranks.astype(np.int64)),
-    }
-    columns.update({name: pa.array(values.astype(np.float64)) for name, values in per_case.items()})
-    for cohort in ("target", "power", "general"):
-        columns[f"{cohort}_domains"] = cohorts.domain_lists(masks[cohort], dataset.domain_names)
-    return pa.table(columns)
-
-
-def _metrics_document(
-    run_dir,
-    config,
-    dataset,
-    data_split,
-    split,
-    ks,
-    ranking,
-    per_case,
-    stats,
-    masks,
-    *,
-    sampled,
-    keep_history,
-    thresholds,
-) -> dict:
-    overall = {name: float(v.mean()) if len(v) else None for name, v in per_case.items()}
-    shares = {}
-    for k in ks:
-        overall[f"coverage@{k}"] = metrics.coverage_at_k(ranking.top_items, dataset.n_items, k)
-        popularity = metrics.mean_popularity_at_k(ranking.top_items, stats.item_popularity, k)
-        overall[f"mean_popularity@{k}"] = None if np.isnan(popularity) else popularity
-        share = metrics.recommendation_share_at_k(ranking.top_items, dataset.item_domain_matrix, k)
-        shares[f"recommendation_share@{k}"] = dict(
-            zip(dataset.domain_names, map(float, share), strict=True)
-        )
-    by_cohort = {
-        cohort: cohorts.cohort_means(per_case, masks[cohort], dataset.domain_names)
-        for cohort in ("target", "power", "general")
-    }
-    domains = {
-        name: {
-            "train_share": float(stats.domain_share[index]),
-            **{cohort: by_cohort[cohort][name] for cohort in by_cohort},
-        }
-        for index, name in enumerate(dataset.domain_names)
-    }
-    return {
-        "run": str(Path(run_dir).resolve()),
-        "label": config.get("label") or Path(run_dir).name,
-        "split": split,
-        "ks": list(ks),
-        "dataset": {
-            "name": dataset.name,
-            "fingerprint": dataset.fingerprint,
-            "path": str(dataset.path),
-        },
-        "split_scheme": data_split.scheme,
-        "split_fingerprint": data_split.fingerprint,
-        "n_cases": int(len(ranking.ranks)),
-        "n_items": int(dataset.n_items),
-        "masked_history": not keep_history,
-        "sampled": sampled,
-        "tie_break": "smaller item id first",
-        "overall": overall,
-        **shares,
-        "domains": domains,
-        "thresholds": thresholds,
-        **provenance(),
-    }
