@@ -11,9 +11,9 @@ constants that matter:
 - MML stage 1: the negative-weight scale ``s`` (``--mml-weights`` = ``s * (1, 0.5, 0.25)``)
   at the default margins; stage 2, at the best ``s``: lower margins, one SimpleX-style
   margin, and 1024 negatives.
-- DSL stage 1: the defaults, the sampled-softmax limit (``lh = ls = k = 0``), milder
-  re-weighting (``lh = ls = 0.25``), no temperature branch (``k = 0``); stage 2, at the
-  best: 1024 negatives and a halved ``lh``/``ls``.
+- DSL stage 1: the defaults, the sampled-softmax limit (``lh = ls = k = 0``), no
+  temperature branch (``k = 0``); stage 2, at the best: 1024 negatives and a halved
+  ``lh``/``ls``.
 
 A run whose directory holds ``train_done.json`` is skipped; an unfinished one is resumed
 with ``--resume``. Runs go to ``--runs-dir`` (default ``.bench/loss-grid``, ignored by git).
@@ -100,7 +100,6 @@ def plan(results: dict[Point, dict | None]) -> list[Point]:
     dsl1 = [
         dsl_point(1),
         dsl_point(1, lh=0.0, ls=0.0, k=0.0),
-        dsl_point(1, lh=0.25, ls=0.25),
         dsl_point(1, k=0.0),
     ]
     points = mml1 + dsl1 + [Point("ce", 0)]
