@@ -109,9 +109,7 @@ class DomainSignatures:
         unique, inverse = np.unique(rows[labelled], axis=0, return_inverse=True)
         item_signature = np.full(n_items, -1, dtype=np.int64)
         item_signature[labelled] = inverse.reshape(-1)
-        return cls(
-            torch.from_numpy(unique.astype(np.float64)), torch.from_numpy(item_signature)
-        )
+        return cls(torch.from_numpy(unique.astype(np.float64)), torch.from_numpy(item_signature))
 
     @property
     def n_signatures(self) -> int:
