@@ -282,6 +282,42 @@ def table(args, results: dict[Point, dict | None]) -> list[str]:
     return lines
 
 
+def cosine_check(runs: list[Path]) -> list[str]:
+    """Validation NDCG@10 of finished runs ranked by their own dot products (as dwrec ranks
+    SASRec) and by the cosine of user state and item embedding (what MML trains)."""
+    import torch
+    import torch.nn.functional as F
+
+    from dwrec.data.dataset import load_dataset
+    from dwrec.data.split import make_split
+    from dwrec.eval.evaluator import evaluate_model
+    from dwrec.models.layers import score_items
+    from dwrec.models.registry import load_model
+
+    torch.set_num_threads(1)
+    lines = [
+        "| run | valid NDCG@10, dot product | valid NDCG@10, cosine |",
+        "|---|---|---|",
+    ]
+    for run in runs:
+        config = json.loads((run / "config.json").read_text())
+        dataset = load_dataset(config["dataset"]["path"])
+        split = make_split(dataset, config["split"]["scheme"])
+        model = load_model(run, config, config["dataset"]["fingerprint"])
+        dot = evaluate_model(model, dataset, split, "valid")["ndcg@10"]
+        table = model.item_embedding.weight[1:]
+
+        def cosine(hidden, items=None, table=table):
+            return score_items(F.normalize(hidden, dim=-1), F.normalize(table, dim=-1), items)
+
+        model.score = cosine
+        lines.append(
+            f"| {run.name} | {dot:.4f} | "
+            f"{evaluate_model(model, dataset, split, 'valid')['ndcg@10']:.4f} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="movielens-100k")
@@ -294,7 +330,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / ".bench" / "loss-grid-50")
     parser.add_argument("--table-only", action="store_true", help="no training, no testing")
     parser.add_argument("--write", type=Path, help="also write the markdown here")
+    parser.add_argument(
+        "--cosine-check", type=Path, nargs="+", help="only rank these runs by dot and cosine"
+    )
     args = parser.parse_args(argv)
+    if args.cosine_check:
+        publish(cosine_check(args.cosine_check), args.write)
+        return
     if args.table_only:
         results = {}
         for point in plan(results):
