@@ -180,6 +180,15 @@ def test_other_bad_inputs():
         normalise_weights(scores, shares, signatures.membership, "sum", 0.25, 10)
     with pytest.raises(ValueError, match="scores"):
         normalise_weights(-scores, shares, signatures.membership, "max", 0.25, 10)
+    with pytest.raises(ValueError, match="positive score"):
+        normalise_weights(0 * scores, shares, signatures.membership, "max", 0.25, 10)
+    # without the checks (no host reads) the weights are the same
+    for w_min in (0.25, 1.0):
+        checked = normalise_weights(scores, shares, signatures.membership, "max", w_min, 10)
+        unchecked = normalise_weights(
+            scores, shares, signatures.membership, "max", w_min, 10, check=False
+        )
+        assert torch.equal(checked, unchecked)
     ones = normalise_weights(scores, torch.zeros_like(shares), signatures.membership, "max", 0, 9)
     assert bool((ones == 1.0).all())
     # w_max == 1: every weight 1 is the only solution

@@ -54,6 +54,7 @@ import torch
 
 from dwrec.errors import UsageError
 
+_TINY = 1e-300
 TWO_SIDED = "two-sided"
 UP_WEIGHT_ONLY = "up-weight-only"
 RULES = ("max", "mean")
@@ -119,10 +120,11 @@ class DomainSignatures:
         """``[S]`` float64 number of the positives ``items [N]`` per signature (items
         without a domain are not counted)."""
         items = torch.as_tensor(items, dtype=torch.int64)
-        signature = self.item_signature.to(items.device)[items]
-        signature = signature[signature >= 0]
+        self.item_signature = self.item_signature.to(items.device)
+        signature = self.item_signature[items]
+        labelled = (signature >= 0).to(torch.float64)  # no boolean indexing: no host sync
         counts = torch.zeros(self.n_signatures, dtype=torch.float64, device=items.device)
-        return counts.index_add_(0, signature, torch.ones_like(signature, dtype=torch.float64))
+        return counts.index_add_(0, signature.clamp_min(0), labelled)
 
     def shares(self, items: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``[S]`` share of the domain-labelled positives per signature (zeros if none)."""
@@ -168,35 +170,30 @@ def solve_scale(scores: torch.Tensor, shares: torch.Tensor, w_min: float, w_max:
     """The smallest ``lambda >= 0`` with ``sum_d g_d clip(lambda r_d, w_min, w_max) = 1``.
 
     ``scores [D]`` ``r >= 0``, ``shares [D]`` ``g >= 0`` with ``sum g = 1``; needs
-    ``w_min * sum g <= 1 <= w_max * sum g`` and some ``g_d r_d > 0`` (else a
-    :class:`ValueError`). Exact up to float64 rounding: the function is piecewise linear,
-    so the root is interpolated between the two kinks around it. Returns a 0-d tensor.
+    ``w_min * sum g <= 1 <= w_max * sum g`` and some ``g_d r_d > 0`` (else the largest kink
+    is returned; :func:`normalise_weights` checks this). Exact up to float64 rounding: the
+    function is piecewise linear, so the root is interpolated between the two kinks around
+    it. Returns a 0-d tensor; no host synchronisation (fixed shapes, no ``.item()``).
     """
     scores = scores.to(torch.float64)
     shares = shares.to(scores)
     reach = (shares * scores).sum()
-    if not float(reach) > 0:
-        raise ValueError("no training positive lies in a domain with a positive score")
-    positive = scores > 0
     kinks = [torch.zeros(1, dtype=torch.float64, device=scores.device)]
     for bound in (w_min, w_max):
         if math.isfinite(bound) and bound > 0:
-            kinks.append(bound / scores[positive])
-    # beyond the last kink M is constant (all clipped) or linear; this point closes the range
-    kinks.append((2.0 / reach).reshape(1))
+            kinks.append(torch.where(scores > 0, bound / scores.clamp_min(_TINY), 0.0))
+    # beyond the last kink M is constant (all clipped) or linear; these close the range
+    kinks.append((2.0 / reach.clamp_min(_TINY)).reshape(1))
     kinks = torch.cat(kinks)
     kinks = torch.cat([kinks, kinks.max().reshape(1) * 2.0]).sort().values
     values = _clipped_mean(kinks, scores, shares, w_min, w_max)
-    above = int(torch.searchsorted(values, torch.tensor([1.0], dtype=torch.float64)).item())
-    if above >= len(kinks) and float(values[-1]) >= 1.0 - 1e-12:  # w_max * sum g == 1
-        return kinks[-1]
-    if above >= len(kinks):
-        raise ValueError(f"the mean weight cannot reach 1 with w_max = {w_max}")
-    if above == 0 or values[above] == values[above - 1]:
-        return kinks[above]
+    one = torch.ones(1, dtype=torch.float64, device=scores.device)
+    above = torch.searchsorted(values, one).clamp(1, len(kinks) - 1)
     low, high = kinks[above - 1], kinks[above]
-    fraction = (1.0 - values[above - 1]) / (values[above] - values[above - 1])
-    return low + fraction * (high - low)
+    value_low, value_high = values[above - 1], values[above]
+    rise = value_high - value_low
+    fraction = torch.where(rise > 0, (1.0 - value_low) / rise.clamp_min(_TINY), 1.0)
+    return (low + fraction.clamp(0.0, 1.0) * (high - low)).reshape(())
 
 
 def normalise_weights(
@@ -206,6 +203,7 @@ def normalise_weights(
     rule: str,
     w_min: float,
     w_max: float,
+    check: bool = True,
 ) -> torch.Tensor:
     """``[D]`` float64 domain weights: ``clip(lambda r, w_min, w_max)`` with mean position
     weight exactly 1 under ``rule`` (``two-sided``), or ``max(1, clip(lambda r, 0, w_max))``
@@ -213,22 +211,28 @@ def normalise_weights(
 
     ``scores [D]`` sparsity scores ``r >= 0``; ``signature_shares [S]`` the distribution of
     the domain-labelled training positives over the signatures ``membership [S, D]``.
-    Without any domain-labelled positive (all shares 0) every weight is 1.
+    Without any domain-labelled positive (all shares 0) every weight is 1. ``check``: raise
+    a :class:`ValueError` for negative or non-finite scores, or when no labelled positive
+    has a positive score (this reads values back from the device; a caller that updates
+    every step checks once and passes ``False``).
     """
     _check_rule(rule)
     mode = weight_mode(w_min, w_max)
     scores = scores.to(torch.float64)
-    if bool((scores < 0).any()) or not bool(torch.isfinite(scores).all()):
-        raise ValueError("sparsity scores must be finite and >= 0")
     total = signature_shares.sum()
-    if not float(total) > 0:
-        return torch.ones_like(scores)
-    shares = effective_shares(signature_shares / total, membership, scores, rule)
+    shares = effective_shares(signature_shares / total.clamp_min(_TINY), membership, scores, rule)
+    if check:
+        if bool((scores < 0).any()) or not bool(torch.isfinite(scores).all()):
+            raise ValueError("sparsity scores must be finite and >= 0")
+        if float(total) > 0 and not float((shares * scores).sum()) > 0:
+            raise ValueError("no training positive lies in a domain with a positive score")
     if mode == UP_WEIGHT_ONLY:
         scale = solve_scale(scores, shares, 0.0, w_max)
-        return (scale * scores).clamp(0.0, w_max).clamp_min(1.0)
-    scale = solve_scale(scores, shares, w_min, w_max)
-    return (scale * scores).clamp(w_min, w_max)
+        weights = (scale * scores).clamp(0.0, w_max).clamp_min(1.0)
+    else:
+        scale = solve_scale(scores, shares, w_min, w_max)
+        weights = (scale * scores).clamp(w_min, w_max)
+    return torch.where(total > 0, weights, torch.ones_like(weights))
 
 
 def signature_weights(domain_weights: torch.Tensor, membership: torch.Tensor, rule: str):
