@@ -12,9 +12,9 @@ them. For each dataset, rule (``max``, ``mean``) and weighting the table gives:
 - ``largest weight``: the largest domain weight over the epoch's states, against ``w_max``.
 
 Weightings: ``today`` (``DynamicWeighting``: ``r_d = 1 / f_d``, ``w = r / sum f r``,
-clipped, divided once by ``sum f w``); ``normalised`` (the same ``r_d = 1 / f_d`` from an
-EMA ``pi`` of the signature shares, :func:`normalise_weights` with ``[w_min, w_max]``);
-``up-weight only`` (the same with ``w_min = 1``).
+clipped, divided once by ``sum f w``); ``normalised`` (``NormalisedDynamicWeighting``: the
+same ``r_d``, normalised by :func:`normalise_weights` for the EMA ``pi`` of the signature
+shares, ``[w_min, w_max]``); ``up-weight only`` (the same with ``w_min = 1``).
 
     python benchmarks/weight_normalisation.py [--data ../shared/data] [--write FILE]
 """
@@ -67,21 +67,14 @@ def batches(dataset, split, max_len: int, batch_size: int, seed: int):
 
 def measure(dataset, split, rule: str, args) -> list[tuple[str, float, float, float]]:
     from dwrec.losses.config import LossConfig
-    from dwrec.losses.normalise import (
-        DomainSignatures,
-        RealisedMean,
-        SignatureEMA,
-        normalise_weights,
-        signature_weights,
-    )
-    from dwrec.losses.registry import build_weighting
+    from dwrec.losses.normalise import RealisedMean
+    from dwrec.losses.normalised_dynamic import NormalisedDynamicWeighting
+    from dwrec.losses.weighting import DomainStatistics, DynamicWeighting
     from dwrec.train.batches import training_windows
 
     windows = training_windows(dataset, split, args.max_len)
     items = windows.target_items()
-    config = LossConfig(loss="dynamic", multi_domain=rule, w_min=args.w_min, w_max=args.w_max)
-    today = build_weighting(
-        config,
+    statistics = DomainStatistics(
         domain_names=dataset.domain_names,
         item_domain_indptr=dataset.item_domain_indptr,
         item_domain_indices=dataset.item_domain_indices,
@@ -89,42 +82,22 @@ def measure(dataset, split, rule: str, args) -> list[tuple[str, float, float, fl
         train_users=windows.target_users(),
         n_items=dataset.n_items,
     )
-    signatures = DomainSignatures.from_csr(
-        dataset.item_domain_indptr, dataset.item_domain_indices, len(dataset.domain_names)
-    )
+    has_domain = torch.from_numpy(np.diff(dataset.item_domain_indptr) > 0)
     all_items = torch.from_numpy(items)
-    labelled = signatures.item_signature[all_items] >= 0
     rows = []
-    # today's
-    start = float(today.position_weights(all_items[labelled]).mean())
-    realised, largest = RealisedMean(), float(today.weights.max())
-    for positives in batches(dataset, split, args.max_len, args.batch_size, args.seed):
-        keep = signatures.item_signature[positives] >= 0
-        realised.add(today.position_weights(positives[keep]))
-        today.update(positives)
-        largest = max(largest, float(today.weights.max()))
-    rows.append(("today", start, realised.value, largest))
-    # normalised, two-sided and up-weight only
-    for label, w_min in (("normalised", args.w_min), ("up-weight only", 1.0)):
-        ema = SignatureEMA(signatures, items, beta=config.ema_beta)
-
-        def weights_now(ema=ema, w_min=w_min):
-            scores = 1.0 / ema.domain_shares().clamp_min(1e-12)
-            return normalise_weights(
-                scores, ema.shares, signatures.membership, rule, w_min, args.w_max
-            )
-
-        weights = weights_now()
-        per_signature = signature_weights(weights, signatures.membership, rule)
-        start = float(per_signature[signatures.item_signature[all_items[labelled]]].mean())
-        realised, largest = RealisedMean(), float(weights.max())
+    for label, cls, w_min in (
+        ("today", DynamicWeighting, args.w_min),
+        ("normalised", NormalisedDynamicWeighting, args.w_min),
+        ("up-weight only", NormalisedDynamicWeighting, 1.0),
+    ):
+        config = LossConfig(loss="dynamic", multi_domain=rule, w_min=w_min, w_max=args.w_max)
+        weighting = cls.from_config(config, statistics)
+        start = float(weighting.position_weights(all_items[has_domain[all_items]]).mean())
+        realised, largest = RealisedMean(), float(weighting.weights.max())
         for positives in batches(dataset, split, args.max_len, args.batch_size, args.seed):
-            signature = signatures.item_signature[positives]
-            per_signature = signature_weights(weights, signatures.membership, rule)
-            realised.add(per_signature[signature[signature >= 0]])
-            ema.update(positives)
-            weights = weights_now()
-            largest = max(largest, float(weights.max()))
+            realised.add(weighting.position_weights(positives[has_domain[positives]]))
+            weighting.update(positives)
+            largest = max(largest, float(weighting.weights.max()))
         rows.append((label, start, realised.value, largest))
     return rows
 

@@ -253,3 +253,68 @@ def test_ml100k_mean_weight_is_one(tmp_path):
         )
         assert mean == pytest.approx(1.0, abs=1e-9)
         assert 0.25 <= float(weights.min()) and float(weights.max()) <= 10.0
+
+
+def dynamic_pair(seed, **overrides):
+    """Today's DynamicWeighting and NormalisedDynamicWeighting on a random catalogue."""
+    from dwrec.losses.config import LossConfig
+    from dwrec.losses.normalised_dynamic import NormalisedDynamicWeighting
+    from dwrec.losses.weighting import DomainStatistics, DynamicWeighting
+
+    rng = np.random.default_rng(seed)
+    indptr, indices = random_catalogue(rng)
+    n_items = len(indptr) - 1
+    popularity = rng.pareto(1.2, size=n_items) + 0.05
+    items = rng.choice(n_items, size=3000, p=popularity / popularity.sum())
+    statistics = DomainStatistics(
+        domain_names=[f"d{k}" for k in range(7)],
+        item_domain_indptr=indptr,
+        item_domain_indices=indices,
+        train_items=items,
+        train_users=rng.integers(0, 50, size=len(items)),
+        n_items=n_items,
+    )
+    config = LossConfig(loss="dynamic", **overrides)
+    today = DynamicWeighting.from_config(config, statistics)
+    return today, NormalisedDynamicWeighting.from_config(config, statistics), items, indptr, indices
+
+
+@pytest.mark.parametrize("rule", ["max", "mean"])
+@pytest.mark.parametrize("signal", ["interactions", "users", "entropy"])
+def test_normalised_dynamic_weighting(rule, signal):
+    today, fixed, items, indptr, indices = dynamic_pair(
+        4, multi_domain=rule, sparsity_signal=signal
+    )
+    positives = torch.from_numpy(items)
+    labelled = torch.from_numpy(np.diff(indptr)[items] > 0)
+    # at the start: the mean over every training positive is 1 (today's is not, under max)
+    assert float(fixed.position_weights(positives[labelled]).mean()) == pytest.approx(1.0)
+    assert brute_force_mean(fixed.weights.numpy(), indptr, indices, items, rule) == (
+        pytest.approx(1.0, abs=1e-12)
+    )
+    # same sparsity scores as today: the unclipped weights are proportional to today's
+    free = (fixed.weights > 0.25) & (fixed.weights < 10) & (today.weights > 0.25)
+    free &= today.weights < 10
+    ratio = (fixed.weights[free] / today.weights[free]).numpy()
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
+    # after updates the mean is 1 for the EMA distribution, and the weights stay in bounds
+    for chunk in np.array_split(items, 9):
+        fixed.update(torch.from_numpy(chunk))
+        assert 0.25 <= float(fixed.weights.min()) and float(fixed.weights.max()) <= 10.0
+    modelled = mean_position_weight(
+        fixed.weights, fixed.signature_ema.shares, fixed.signatures.membership, rule
+    )
+    assert float(modelled) == pytest.approx(1.0, abs=1e-12)
+    # state round trip, also from a checkpoint without the signature shares
+    state = fixed.state_dict()
+    _, other, *_ = dynamic_pair(4, multi_domain=rule, sparsity_signal=signal)
+    other.load_state_dict(state)
+    assert torch.equal(other.weights, fixed.weights)
+    other.load_state_dict({"frequencies": state["frequencies"], "updates": 3})
+
+
+def test_normalised_dynamic_weighting_today_is_off_under_max():
+    today, fixed, items, indptr, indices = dynamic_pair(2)
+    assert brute_force_mean(today.weights.numpy(), indptr, indices, items, "max") > 1.05
+    with pytest.raises(UsageError, match="--w-min"):
+        dynamic_pair(2, w_min=2.0)
