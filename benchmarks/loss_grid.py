@@ -9,8 +9,9 @@ The grid is staged (coordinate search), so that a small number of runs covers th
 constants that matter:
 
 - MML stage 1: the negative-weight scale ``s`` (``--mml-weights`` = ``s * (1, 0.5, 0.25)``)
-  at the default margins; stage 2, at the best ``s``: lower margins, one SimpleX-style
-  margin, and 1024 negatives.
+  at the default margins; stage 2: SimpleX's regime (one margin 0.9, weight 150, 1024
+  negatives), high margins (0.9, 0.8, 0.7) at ``s = 64``, and the best ``s`` with 1024
+  negatives.
 - DSL stage 1: the defaults, the sampled-softmax limit (``lh = ls = k = 0``), no
   temperature branch (``k = 0``); stage 2, at the best: 1024 negatives and a halved
   ``lh``/``ls``.
@@ -110,8 +111,11 @@ def plan(results: dict[Point, dict | None]) -> list[Point]:
     if best is not None:
         scale = float(flag_value(best, "--mml-weights").split(",")[0])
         points += [
-            mml_point(2, scale, margins=(0.5, 0.3, 0.1)),
-            mml_point(2, scale, margins=(0.5,)),
+            # SimpleX's CCL regime: one high margin, a large negative weight, many negatives
+            Point(
+                "mml", 2, ("--mml-margins", "0.9", "--mml-weights", "150", "--negatives", "1024")
+            ),
+            mml_point(2, 64.0, margins=(0.9, 0.8, 0.7)),  # high margins, strong negatives
             mml_point(2, scale, negatives=1024),
         ]
     best = best_of(dsl1, results)
@@ -189,16 +193,35 @@ def public_command(args, point: Point) -> str:
     ).replace("  ", " ")
 
 
+def in_use(directory: Path) -> bool:
+    """True when some process (another driver's run) has ``directory`` on its command line."""
+    target = str(directory).encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if target in cmdline.read_bytes().split(b"\0"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def run_grid(args) -> dict[Point, dict | None]:
     results: dict[Point, dict | None] = {}
     running: dict[Point, subprocess.Popen] = {}
     while True:
         points = plan(results)
         for point in points:
-            if point not in results:
+            if results.get(point) is None:
                 results[point] = read_result(run_dir(args, point))
-        pending = [p for p in points if results[p] is None and p not in running]
-        while pending and len(running) < args.workers:
+        elsewhere = [
+            p
+            for p in points
+            if results[p] is None and p not in running and in_use(run_dir(args, p))
+        ]
+        pending = [
+            p for p in points if results[p] is None and p not in running and p not in elsewhere
+        ]
+        while pending and len(running) + len(elsewhere) < args.workers:
             point = pending.pop(0)
             args.runs_dir.mkdir(parents=True, exist_ok=True)
             log = open(args.runs_dir / f"{point.name}.log", "a")  # noqa: SIM115
@@ -206,9 +229,9 @@ def run_grid(args) -> dict[Point, dict | None]:
             running[point] = subprocess.Popen(
                 train_command(args, point), stdout=log, stderr=subprocess.STDOUT
             )
-        if not running:
+        if not running and not elsewhere:
             return results
-        time.sleep(5)
+        time.sleep(10)
         for point, process in list(running.items()):
             if process.poll() is not None:
                 del running[point]
