@@ -16,6 +16,9 @@ constants that matter:
   temperature branch (``k = 0``); stage 2, at the best: 1024 negatives and a halved
   ``lh``/``ls``.
 
+Stage 3: a point within 10% of its loss's best whose best epoch is the epoch limit
+(``--epochs``) is continued to ``--long-epochs`` (a copy of the run, resumed).
+
 A run whose directory holds ``train_done.json`` is skipped; an unfinished one is resumed
 with ``--resume``. Runs go to ``--runs-dir`` (default ``.bench/loss-grid-50``, ignored by git).
 A point *collapses* when its best validation epoch is <= 3 or its best validation NDCG@10
@@ -95,8 +98,11 @@ def flag_value(point: Point, flag: str) -> str:
     return point.flags[point.flags.index(flag) + 1]
 
 
-def plan(results: dict[Point, dict | None]) -> list[Point]:
-    """Every point that can be named now: stage 2 once its stage 1 has finished."""
+def plan(results: dict[Point, dict | None], cap: int = 40, long_epochs: int = 100) -> list[Point]:
+    """Every point that can be named now: stage 2 once its stage 1 has finished; stage 3
+    once stage 2 has: each point of a loss within 10% of its best whose best epoch is the
+    last one allowed (``cap``), continued to ``long_epochs`` (a copy of the run, resumed
+    with more epochs)."""
     mml1 = [mml_point(1, s) for s in MML_SCALES]
     dsl1 = [
         dsl_point(1),
@@ -125,6 +131,18 @@ def plan(results: dict[Point, dict | None]) -> list[Point]:
             dsl_point(2, lh, ls, k, negatives=1024),
             dsl_point(2, lh / 2, ls / 2, k=max(k, 0.5)),
         ]
+    for loss in ("mml", "dsl"):
+        mine = [p for p in points if p.loss == loss]
+        best = best_of(mine, results) if any(p.stage == 2 for p in mine) else None
+        if best is None:
+            continue
+        for point in mine:  # every capped point within 10% of the best
+            result = results[point]
+            if (
+                result["best_epoch"] >= cap
+                and result["valid_ndcg"] >= 0.9 * results[best]["valid_ndcg"]
+            ):
+                points.append(Point(loss, 3, (*point.flags, "--epochs", str(long_epochs))))
     return list(dict.fromkeys(points))
 
 
@@ -161,6 +179,14 @@ def dwrec_command() -> list[str]:
 
 def train_command(args, point: Point) -> list[str]:
     directory = run_dir(args, point)
+    if point.stage == 3:  # continue a copy of the capped run
+        if not directory.exists():
+            source = run_dir(args, Point(point.loss, 0, point.flags[:-2]))
+            shutil.copytree(source, directory)
+            for name in ("train_done.json", "metrics.json", "per_user.parquet"):
+                (directory / name).unlink(missing_ok=True)
+        epochs = point.flags[-1]
+        return [*dwrec_command(), "train", "--resume", str(directory), "--epochs", epochs, "-q"]
     if (directory / "last.pt").exists():
         return [*dwrec_command(), "train", "--resume", str(directory), "-q"]
     shared = [
@@ -209,7 +235,7 @@ def run_grid(args) -> dict[Point, dict | None]:
     results: dict[Point, dict | None] = {}
     running: dict[Point, subprocess.Popen] = {}
     while True:
-        points = plan(results)
+        points = plan(results, args.epochs, args.long_epochs)
         for point in points:
             if results.get(point) is None:
                 results[point] = read_result(run_dir(args, point))
@@ -349,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--max-len", type=int, default=50)
+    parser.add_argument("--long-epochs", type=int, default=100, help="stage 3's epoch limit")
     parser.add_argument("--workers", type=int, default=1, help="runs at once (1 thread each)")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / ".bench" / "loss-grid-50")
     parser.add_argument("--table-only", action="store_true", help="no training, no testing")
@@ -362,9 +389,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.table_only:
         results = {}
-        for point in plan(results):
+        for point in plan(results, args.epochs, args.long_epochs):
             results[point] = read_result(run_dir(args, point))
-        for point in plan(results):
+        for point in plan(results, args.epochs, args.long_epochs):
             results.setdefault(point, read_result(run_dir(args, point)))
     else:
         results = run_grid(args)
