@@ -235,10 +235,15 @@ def run_grid(args) -> dict[Point, dict | None]:
     results: dict[Point, dict | None] = {}
     running: dict[Point, subprocess.Popen] = {}
     while True:
-        points = plan(results, args.epochs, args.long_epochs)
-        for point in points:
-            if results.get(point) is None:
-                results[point] = read_result(run_dir(args, point))
+        points: list[Point] = []
+        while True:  # later stages appear once earlier ones are read: repeat to a fixed point
+            named = plan(results, args.epochs, args.long_epochs)
+            for point in named:
+                if results.get(point) is None:
+                    results[point] = read_result(run_dir(args, point))
+            if named == points:
+                break
+            points = named
         elsewhere = [
             p
             for p in points
@@ -389,10 +394,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.table_only:
         results = {}
-        for point in plan(results, args.epochs, args.long_epochs):
-            results[point] = read_result(run_dir(args, point))
-        for point in plan(results, args.epochs, args.long_epochs):
-            results.setdefault(point, read_result(run_dir(args, point)))
+        for _ in range(4):  # one pass per stage
+            for point in plan(results, args.epochs, args.long_epochs):
+                results[point] = read_result(run_dir(args, point))
     else:
         results = run_grid(args)
     publish(table(args, results), args.write)
