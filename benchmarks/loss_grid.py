@@ -10,11 +10,11 @@ constants that matter:
 
 - MML stage 1: the negative-weight scale ``s`` (``--mml-weights`` = ``s * (1, 0.5, 0.25)``)
   at the default margins; stage 2: SimpleX's regime (one margin 0.9, weight 150, 1024
-  negatives), high margins (0.9, 0.8, 0.7) at ``s = 64``, and the best ``s`` with 1024
-  negatives.
+  negatives), high margins (0.9, 0.8, 0.7) at ``s = 64``, the best ``s`` with 1024
+  negatives, and ``s / 2``, ``2 s``.
 - DSL stage 1: the defaults, the sampled-softmax limit (``lh = ls = k = 0``), no
-  temperature branch (``k = 0``); stage 2, at the best: 1024 negatives and a halved
-  ``lh``/``ls``.
+  temperature branch (``k = 0``); stage 2, at the best: 1024 negatives, a halved
+  ``lh``/``ls``, and both.
 
 Stage 3: a point within 10% of its loss's best whose best epoch is the epoch limit
 (``--epochs``) is continued to ``--long-epochs`` (a copy of the run, resumed).
@@ -123,6 +123,9 @@ def plan(results: dict[Point, dict | None], cap: int = 40, long_epochs: int = 10
             ),
             mml_point(2, 64.0, margins=(0.9, 0.8, 0.7)),  # high margins, strong negatives
             mml_point(2, scale, negatives=1024),
+            # the negative-weight axis around the best scale, finer
+            mml_point(2, scale / 2),
+            mml_point(2, scale * 2),
         ]
     best = best_of(dsl1, results)
     if best is not None:
@@ -130,6 +133,7 @@ def plan(results: dict[Point, dict | None], cap: int = 40, long_epochs: int = 10
         points += [
             dsl_point(2, lh, ls, k, negatives=1024),
             dsl_point(2, lh / 2, ls / 2, k=max(k, 0.5)),
+            dsl_point(2, lh / 2, ls / 2, k, negatives=1024),
         ]
     for loss in ("mml", "dsl"):
         mine = [p for p in points if p.loss == loss]
