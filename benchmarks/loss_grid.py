@@ -354,24 +354,27 @@ def cosine_check(runs: list[Path]) -> list[str]:
 
     torch.set_num_threads(1)
     lines = [
-        "| run | valid NDCG@10, dot product | valid NDCG@10, cosine |",
-        "|---|---|---|",
+        "| run | valid NDCG@10, dot / cosine | test NDCG@10, dot / cosine | "
+        "test HR@10, dot / cosine |",
+        "|---|---|---|---|",
     ]
     for run in runs:
         config = json.loads((run / "config.json").read_text())
         dataset = load_dataset(config["dataset"]["path"])
         split = make_split(dataset, config["split"]["scheme"])
         model = load_model(run, config, config["dataset"]["fingerprint"])
-        dot = evaluate_model(model, dataset, split, "valid")["ndcg@10"]
+        dot = {which: evaluate_model(model, dataset, split, which) for which in ("valid", "test")}
         table = model.item_embedding.weight[1:]
 
         def cosine(hidden, items=None, table=table):
             return score_items(F.normalize(hidden, dim=-1), F.normalize(table, dim=-1), items)
 
         model.score = cosine
+        cos = {which: evaluate_model(model, dataset, split, which) for which in ("valid", "test")}
         lines.append(
-            f"| {run.name} | {dot:.4f} | "
-            f"{evaluate_model(model, dataset, split, 'valid')['ndcg@10']:.4f} |"
+            f"| {run.name} | {dot['valid']['ndcg@10']:.4f} / {cos['valid']['ndcg@10']:.4f} | "
+            f"{dot['test']['ndcg@10']:.4f} / {cos['test']['ndcg@10']:.4f} | "
+            f"{dot['test']['recall@10']:.4f} / {cos['test']['recall@10']:.4f} |"
         )
     return lines
 
