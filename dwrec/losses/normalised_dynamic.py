@@ -51,13 +51,14 @@ class NormalisedDynamicWeighting(DynamicWeighting):
 
     def compute_weights(self, frequencies: torch.Tensor) -> torch.Tensor:
         scores = self.sparsity_scores(frequencies)
-        ema = self.signature_ema
-        if ema.shares.device != scores.device:
+        ema, signatures = self.signature_ema, self.signatures
+        if ema.shares.device != scores.device:  # once: the state follows the weights' device
             ema.shares = ema.shares.to(scores.device)
+            signatures.membership = signatures.membership.to(scores.device)
         weights = normalise_weights(
             scores,
             ema.shares,
-            self.signatures.membership,
+            signatures.membership,
             self.config.multi_domain,
             self.config.w_min,
             self.config.w_max,
