@@ -1,0 +1,320 @@
+"""dwrec.losses.normalise against independent computations: positions expanded one by one
+and weighed in plain Python (float64), the scale found by bisection, and the real ML-100K."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dwrec.errors import UsageError
+from dwrec.losses.normalise import (
+    DomainSignatures,
+    RealisedMean,
+    SignatureEMA,
+    effective_shares,
+    mean_position_weight,
+    normalise_weights,
+    weight_mode,
+)
+
+
+def random_catalogue(rng, n_items=60, n_domains=7, max_degree=3, domainless=0.1):
+    """CSR item -> domains with some domainless and some multi-domain items."""
+    indptr, indices = [0], []
+    for _ in range(n_items):
+        if rng.random() < domainless:
+            degree = 0
+        else:
+            degree = int(rng.integers(1, max_degree + 1))
+        indices += sorted(rng.choice(n_domains, size=degree, replace=False).tolist())
+        indptr.append(len(indices))
+    return np.array(indptr), np.array(indices, dtype=np.int64)
+
+
+def brute_force_mean(weights, indptr, indices, items, rule):
+    """Mean weight of the domain-labelled positives ``items``, one position at a time."""
+    total, count = 0.0, 0
+    for item in items:
+        domains = indices[indptr[item] : indptr[item + 1]]
+        if len(domains) == 0:
+            continue
+        values = [float(weights[d]) for d in domains]
+        total += max(values) if rule == "max" else sum(values) / len(values)
+        count += 1
+    return total / count
+
+
+def per_item_mean(weights, indptr, indices, items, rule):
+    """The same mean, one item at a time, weighted by the item's count among ``items``."""
+    counts = np.bincount(items, minlength=len(indptr) - 1)
+    total, count = 0.0, 0
+    for item in np.flatnonzero(counts):
+        domains = indices[indptr[item] : indptr[item + 1]]
+        if len(domains):
+            values = weights[domains]
+            total += counts[item] * (values.max() if rule == "max" else values.mean())
+            count += counts[item]
+    return total / count
+
+
+def bisection_weights(scores, indptr, indices, items, rule, w_min, w_max):
+    """``clip(lambda r)`` with the mean-1 ``lambda`` found by bisection (per-item sums)."""
+
+    def mean(scale):
+        return per_item_mean(np.clip(scale * scores, w_min, w_max), indptr, indices, items, rule)
+
+    low, high = 0.0, 1.0
+    while mean(high) < 1:
+        high *= 2.0
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if mean(middle) < 1.0 else (low, middle)
+    return np.clip(high * scores, w_min, w_max)
+
+
+def setup(seed, rule_skew=1.0):
+    rng = np.random.default_rng(seed)
+    indptr, indices = random_catalogue(rng)
+    n_items, n_domains = len(indptr) - 1, 7
+    popularity = rng.pareto(1.2, size=n_items) + 0.05
+    items = rng.choice(n_items, size=3000, p=popularity / popularity.sum())
+    signatures = DomainSignatures.from_csr(indptr, indices, n_domains)
+    shares = signatures.shares(torch.from_numpy(items))
+    domain_shares = signatures.domain_shares(shares)
+    scores = 1.0 / domain_shares.clamp_min(1e-12) ** rule_skew
+    return indptr, indices, items, signatures, shares, scores
+
+
+@pytest.mark.parametrize("rule", ["max", "mean"])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("bounds", [(0.25, 10.0), (0.5, 3.0), (0.0, math.inf), (0.9, 1.2)])
+def test_mean_position_weight_is_one_and_bounds_hold(rule, seed, bounds):
+    indptr, indices, items, signatures, shares, scores = setup(seed)
+    w_min, w_max = bounds
+    weights = normalise_weights(scores, shares, signatures.membership, rule, w_min, w_max)
+    assert brute_force_mean(weights.numpy(), indptr, indices, items, rule) == pytest.approx(
+        1.0, abs=1e-12
+    )
+    assert float(weights.min()) >= w_min and float(weights.max()) <= w_max
+    expected = bisection_weights(scores.numpy(), indptr, indices, items, rule, w_min, w_max)
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["max", "mean"])
+def test_weights_are_the_fixed_point_of_clip_and_renormalise(rule):
+    indptr, indices, items, signatures, shares, scores = setup(11)
+    weights = normalise_weights(scores, shares, signatures.membership, rule, 0.25, 3.0)
+    # the unclipped weights keep the ratios of their scores
+    free = (weights > 0.25 + 1e-12) & (weights < 3.0 - 1e-12)
+    assert int(free.sum()) >= 2
+    ratios = (weights[free] / scores[free]).numpy()
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-12)
+    # applying the normalisation to its own output changes nothing (a fixed point)
+    again = normalise_weights(weights, shares, signatures.membership, rule, 0.25, 3.0)
+    np.testing.assert_allclose(again.numpy(), weights.numpy(), rtol=1e-12)
+    # and clipping then dividing by the brute-force mean is a no-op
+    mean = brute_force_mean(np.clip(weights.numpy(), 0.25, 3.0), indptr, indices, items, rule)
+    assert mean == pytest.approx(1.0, abs=1e-12)
+
+
+def test_max_rule_differs_from_per_domain_normalisation():
+    """The per-domain normalisation ``sum_d f_d w_d = 1`` (a multi-domain item counted once
+    per domain) does not give mean 1 under the max rule; this module does."""
+    indptr, indices, items, signatures, shares, scores = setup(3)
+    f = signatures.domain_shares(shares)
+    naive = scores / (f * scores).sum()
+    naive_mean = brute_force_mean(naive.numpy(), indptr, indices, items, "max")
+    assert naive_mean > 1.05
+    weights = normalise_weights(scores, shares, signatures.membership, "max", 0.0, math.inf)
+    assert brute_force_mean(weights.numpy(), indptr, indices, items, "max") == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("rule", ["max", "mean"])
+def test_effective_shares_reproduce_the_mean_for_any_scale(rule):
+    indptr, indices, items, signatures, shares, scores = setup(5)
+    g = effective_shares(shares, signatures.membership, scores, rule)
+    assert float(g.sum()) == pytest.approx(1.0)
+    for scale in (1e-4, 0.01, 0.3, 5.0):
+        clipped = (scale * scores).clamp(0.25, 10.0)
+        direct = brute_force_mean(clipped.numpy(), indptr, indices, items, rule)
+        assert float((g * clipped).sum()) == pytest.approx(direct, rel=1e-12)
+        modelled = mean_position_weight(clipped, shares, signatures.membership, rule)
+        assert float(modelled) == pytest.approx(direct, rel=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["max", "mean"])
+def test_up_weight_only(rule):
+    indptr, indices, items, signatures, shares, scores = setup(7)
+    weights = normalise_weights(scores, shares, signatures.membership, rule, 1.0, 10.0)
+    assert weight_mode(1.0, 10.0) == "up-weight-only"
+    assert float(weights.min()) == 1.0 and float(weights.max()) <= 10.0
+    # sparse domains get the weights of the mean-1 solution without a lower bound
+    unbounded = normalise_weights(scores, shares, signatures.membership, rule, 0.0, 10.0)
+    raised = unbounded < 1.0
+    assert bool(raised.any()) and bool((~raised).any())
+    np.testing.assert_allclose(weights[~raised].numpy(), unbounded[~raised].numpy())
+    assert bool((weights[raised] == 1.0).all())
+    # so the mean exceeds 1, by exactly what raising the dense domains adds
+    mean = brute_force_mean(weights.numpy(), indptr, indices, items, rule)
+    assert mean > 1.0
+    modelled = mean_position_weight(weights, shares, signatures.membership, rule)
+    assert float(modelled) == pytest.approx(mean, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("w_min", "w_max", "flag"),
+    [(1.5, 10.0, "--w-min"), (0.25, 0.8, "--w-max"), (0.5, 0.4, "--w-max"), (-1, 2, "--w-min")],
+)
+def test_infeasible_bounds_are_clear_errors(w_min, w_max, flag):
+    _, _, _, signatures, shares, scores = setup(0)
+    with pytest.raises(UsageError, match=flag):
+        normalise_weights(scores, shares, signatures.membership, "max", w_min, w_max)
+
+
+def test_other_bad_inputs():
+    _, _, _, signatures, shares, scores = setup(0)
+    with pytest.raises(UsageError, match="--multi-domain"):
+        normalise_weights(scores, shares, signatures.membership, "sum", 0.25, 10)
+    with pytest.raises(ValueError, match="scores"):
+        normalise_weights(-scores, shares, signatures.membership, "max", 0.25, 10)
+    with pytest.raises(ValueError, match="positive score"):
+        normalise_weights(0 * scores, shares, signatures.membership, "max", 0.25, 10)
+    # without the checks (no host reads) the weights are the same
+    for w_min in (0.25, 1.0):
+        checked = normalise_weights(scores, shares, signatures.membership, "max", w_min, 10)
+        unchecked = normalise_weights(
+            scores, shares, signatures.membership, "max", w_min, 10, check=False
+        )
+        assert torch.equal(checked, unchecked)
+    ones = normalise_weights(scores, torch.zeros_like(shares), signatures.membership, "max", 0, 9)
+    assert bool((ones == 1.0).all())
+    # w_max == 1: every weight 1 is the only solution
+    flat = normalise_weights(scores, shares, signatures.membership, "max", 0.25, 1.0)
+    assert float(flat.min()) == pytest.approx(1.0) and float(flat.max()) == 1.0
+
+
+def test_signature_ema_and_realised_mean():
+    indptr, indices, items, signatures, shares, scores = setup(9)
+    ema = SignatureEMA(signatures, items, beta=0.5)
+    batch = torch.from_numpy(items[:100])
+    ema.update(batch)
+    expected = 0.5 * shares + 0.5 * signatures.shares(batch)
+    np.testing.assert_allclose(ema.shares.numpy(), expected.numpy(), rtol=1e-12)
+    assert float(ema.shares.sum()) == pytest.approx(1.0)
+    # per-domain shares count a positive once in each of its domains (n_d / N)
+    counts = np.zeros(7)
+    for item in items:
+        counts[indices[indptr[item] : indptr[item + 1]]] += 1
+    np.testing.assert_allclose(
+        signatures.domain_shares(shares).numpy(), counts / counts.sum(), rtol=1e-12
+    )
+    ema.load_state_dict(ema.state_dict())
+    with pytest.raises(ValueError, match="signatures"):
+        ema.load_state_dict({"signature_shares": torch.ones(2)})
+    # the realised mean of the weights applied to every labelled position is 1
+    weights = normalise_weights(scores, shares, signatures.membership, "max", 0.25, 10)
+    realised = RealisedMean()
+    membership = signatures.membership
+    for chunk in np.array_split(items, 7):
+        signature = signatures.item_signature[torch.from_numpy(chunk)]
+        signature = signature[signature >= 0]
+        masked = torch.where(membership[signature] > 0, weights[None, :], -math.inf)
+        realised.add(masked.amax(dim=1))
+    assert realised.value == pytest.approx(1.0, abs=1e-12)
+    realised.reset()
+    assert math.isnan(realised.value)
+
+
+def test_ml100k_mean_weight_is_one(tmp_path):
+    """The real ML-100K: training positives of the leave-one-out split, dwrec's defaults."""
+    from conftest import shared_file
+
+    import dwrec
+    from dwrec.data.dataset import load_dataset
+    from dwrec.data.split import make_split
+    from dwrec.train.batches import training_windows
+
+    source = shared_file("ml-100k")
+    dwrec.prepare("movielens-100k", source=source, out=tmp_path / "ml100k")
+    dataset = load_dataset(tmp_path / "ml100k")
+    items = training_windows(dataset, make_split(dataset, "loo"), 200).target_items()
+    signatures = DomainSignatures.from_csr(
+        dataset.item_domain_indptr, dataset.item_domain_indices, len(dataset.domain_names)
+    )
+    shares = signatures.shares(items)
+    scores = 1.0 / signatures.domain_shares(shares)
+    for rule in ("max", "mean"):
+        weights = normalise_weights(scores, shares, signatures.membership, rule, 0.25, 10.0)
+        mean = brute_force_mean(
+            weights.numpy(), dataset.item_domain_indptr, dataset.item_domain_indices, items, rule
+        )
+        assert mean == pytest.approx(1.0, abs=1e-9)
+        assert 0.25 <= float(weights.min()) and float(weights.max()) <= 10.0
+
+
+def dynamic_pair(seed, **overrides):
+    """Today's DynamicWeighting and NormalisedDynamicWeighting on a random catalogue."""
+    from dwrec.losses.config import LossConfig
+    from dwrec.losses.normalised_dynamic import NormalisedDynamicWeighting
+    from dwrec.losses.weighting import DomainStatistics, DynamicWeighting
+
+    rng = np.random.default_rng(seed)
+    indptr, indices = random_catalogue(rng)
+    n_items = len(indptr) - 1
+    popularity = rng.pareto(1.2, size=n_items) + 0.05
+    items = rng.choice(n_items, size=3000, p=popularity / popularity.sum())
+    statistics = DomainStatistics(
+        domain_names=[f"d{k}" for k in range(7)],
+        item_domain_indptr=indptr,
+        item_domain_indices=indices,
+        train_items=items,
+        train_users=rng.integers(0, 50, size=len(items)),
+        n_items=n_items,
+    )
+    config = LossConfig(loss="dynamic", **overrides)
+    today = DynamicWeighting.from_config(config, statistics)
+    return today, NormalisedDynamicWeighting.from_config(config, statistics), items, indptr, indices
+
+
+@pytest.mark.parametrize("rule", ["max", "mean"])
+@pytest.mark.parametrize("signal", ["interactions", "users", "entropy"])
+def test_normalised_dynamic_weighting(rule, signal):
+    today, fixed, items, indptr, indices = dynamic_pair(
+        4, multi_domain=rule, sparsity_signal=signal
+    )
+    positives = torch.from_numpy(items)
+    labelled = torch.from_numpy(np.diff(indptr)[items] > 0)
+    # at the start: the mean over every training positive is 1 (today's is not, under max)
+    assert float(fixed.position_weights(positives[labelled]).mean()) == pytest.approx(1.0)
+    assert brute_force_mean(fixed.weights.numpy(), indptr, indices, items, rule) == (
+        pytest.approx(1.0, abs=1e-12)
+    )
+    # same sparsity scores as today: the unclipped weights are proportional to today's
+    free = (fixed.weights > 0.25) & (fixed.weights < 10) & (today.weights > 0.25)
+    free &= today.weights < 10
+    ratio = (fixed.weights[free] / today.weights[free]).numpy()
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
+    # after updates the mean is 1 for the EMA distribution, and the weights stay in bounds
+    for chunk in np.array_split(items, 9):
+        fixed.update(torch.from_numpy(chunk))
+        assert 0.25 <= float(fixed.weights.min()) and float(fixed.weights.max()) <= 10.0
+    modelled = mean_position_weight(
+        fixed.weights, fixed.signature_ema.shares, fixed.signatures.membership, rule
+    )
+    assert float(modelled) == pytest.approx(1.0, abs=1e-12)
+    # state round trip, also from a checkpoint without the signature shares
+    state = fixed.state_dict()
+    _, other, *_ = dynamic_pair(4, multi_domain=rule, sparsity_signal=signal)
+    other.load_state_dict(state)
+    assert torch.equal(other.weights, fixed.weights)
+    other.load_state_dict({"frequencies": state["frequencies"], "updates": 3})
+
+
+def test_normalised_dynamic_weighting_today_is_off_under_max():
+    today, fixed, items, indptr, indices = dynamic_pair(2)
+    assert brute_force_mean(today.weights.numpy(), indptr, indices, items, "max") > 1.05
+    with pytest.raises(UsageError, match="--w-min"):
+        dynamic_pair(2, w_min=2.0)
