@@ -255,10 +255,17 @@ def test_ml100k_mean_weight_is_one(tmp_path):
         assert 0.25 <= float(weights.min()) and float(weights.max()) <= 10.0
 
 
-def dynamic_pair(seed, **overrides):
-    """Today's DynamicWeighting and NormalisedDynamicWeighting on a random catalogue."""
+def one_renormalisation(shares, scores, w_min, w_max):
+    """The step 3 ``dynamic`` used before the exact normalisation, in numpy: ``r / sum f r``,
+    clipped, divided once by ``sum f w`` (``f``: per-domain shares, a positive counted in
+    each of its domains)."""
+    weights = np.clip(scores / np.sum(shares * scores), w_min, w_max)
+    return weights / np.sum(shares * weights)
+
+
+def dynamic_case(seed, **overrides):
+    """The built-in ``dynamic`` weighting on a random catalogue, with its inputs."""
     from dwrec.losses.config import LossConfig
-    from dwrec.losses.normalised_dynamic import NormalisedDynamicWeighting
     from dwrec.losses.weighting import DomainStatistics, DynamicWeighting
 
     rng = np.random.default_rng(seed)
@@ -274,28 +281,42 @@ def dynamic_pair(seed, **overrides):
         train_users=rng.integers(0, 50, size=len(items)),
         n_items=n_items,
     )
-    config = LossConfig(loss="dynamic", **overrides)
-    today = DynamicWeighting.from_config(config, statistics)
-    return today, NormalisedDynamicWeighting.from_config(config, statistics), items, indptr, indices
+    config = LossConfig(loss="dynamic", **overrides).weighting_config()
+    return DynamicWeighting.from_config(config, statistics), statistics, items, indptr, indices
+
+
+def domain_shares_numpy(items, indptr, indices, n_domains=7):
+    """``n_d / sum_e n_e``, one positive at a time (counted in each of its domains)."""
+    counts = np.zeros(n_domains)
+    for item in items:
+        for domain in indices[indptr[item] : indptr[item + 1]]:
+            counts[domain] += 1
+    return counts / counts.sum()
 
 
 @pytest.mark.parametrize("rule", ["max", "mean"])
 @pytest.mark.parametrize("signal", ["interactions", "users", "entropy"])
-def test_normalised_dynamic_weighting(rule, signal):
-    today, fixed, items, indptr, indices = dynamic_pair(
+def test_dynamic_weighting_is_normalised(rule, signal):
+    fixed, statistics, items, indptr, indices = dynamic_case(
         4, multi_domain=rule, sparsity_signal=signal
     )
     positives = torch.from_numpy(items)
     labelled = torch.from_numpy(np.diff(indptr)[items] > 0)
-    # at the start: the mean over every training positive is 1 (today's is not, under max)
+    # at the start: the mean over every training positive is 1
     assert float(fixed.position_weights(positives[labelled]).mean()) == pytest.approx(1.0)
     assert brute_force_mean(fixed.weights.numpy(), indptr, indices, items, rule) == (
         pytest.approx(1.0, abs=1e-12)
     )
-    # same sparsity scores as today: the unclipped weights are proportional to today's
-    free = (fixed.weights > 0.25) & (fixed.weights < 10) & (today.weights > 0.25)
-    free &= today.weights < 10
-    ratio = (fixed.weights[free] / today.weights[free]).numpy()
+    # the unclipped weights keep the ratios of independently computed sparsity scores
+    shares = domain_shares_numpy(items, indptr, indices)
+    scores = {
+        "interactions": 1.0 / shares,
+        "users": 1.0 / statistics.user_shares(),
+        "entropy": (1.0 / shares) * (1.0 + statistics.concentration()),
+    }[signal]
+    free = ((fixed.weights > 0.25) & (fixed.weights < 10)).numpy()
+    assert free.sum() >= 2
+    ratio = fixed.weights.numpy()[free] / scores[free]
     np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
     # after updates the mean is 1 for the EMA distribution, and the weights stay in bounds
     for chunk in np.array_split(items, 9):
@@ -305,16 +326,39 @@ def test_normalised_dynamic_weighting(rule, signal):
         fixed.weights, fixed.signature_ema.shares, fixed.signatures.membership, rule
     )
     assert float(modelled) == pytest.approx(1.0, abs=1e-12)
-    # state round trip, also from a checkpoint without the signature shares
+    assert fixed.mean_weight() == pytest.approx(1.0, abs=1e-12)
+    # state round trip (bit-identical), also from a checkpoint without the signature shares
     state = fixed.state_dict()
-    _, other, *_ = dynamic_pair(4, multi_domain=rule, sparsity_signal=signal)
+    other, *_ = dynamic_case(4, multi_domain=rule, sparsity_signal=signal)
     other.load_state_dict(state)
     assert torch.equal(other.weights, fixed.weights)
+    assert torch.equal(other.signature_ema.shares, fixed.signature_ema.shares)
     other.load_state_dict({"frequencies": state["frequencies"], "updates": 3})
+    assert torch.equal(other.signature_ema.shares, other.signatures.shares(items))
 
 
-def test_normalised_dynamic_weighting_today_is_off_under_max():
-    today, fixed, items, indptr, indices = dynamic_pair(2)
-    assert brute_force_mean(today.weights.numpy(), indptr, indices, items, "max") > 1.05
+def test_one_renormalisation_was_off_under_max_and_the_wired_weighting_is_not():
+    fixed, _, items, indptr, indices = dynamic_case(2)
+    shares = domain_shares_numpy(items, indptr, indices)
+    before = one_renormalisation(shares, 1.0 / shares, 0.25, 10.0)
+    assert brute_force_mean(before, indptr, indices, items, "max") > 1.05
+    assert brute_force_mean(fixed.weights.numpy(), indptr, indices, items, "max") == (
+        pytest.approx(1.0, abs=1e-12)
+    )
     with pytest.raises(UsageError, match="--w-min"):
-        dynamic_pair(2, w_min=2.0)
+        dynamic_case(2, w_min=2.0)
+
+
+def test_up_weight_only_keeps_dense_domains_at_one():
+    fixed, _, items, indptr, indices = dynamic_case(3, w_min=1.0)
+    weights = fixed.weights.numpy()
+    assert weights.min() == 1.0 and weights.max() <= 10.0
+    assert (weights == 1.0).any() and (weights > 1.0).any()
+    mean = brute_force_mean(weights, indptr, indices, items, "max")
+    assert mean > 1.0
+    assert fixed.mean_weight() == pytest.approx(mean, rel=1e-12)
+    # the raised weights are those of the two-sided solution with lower bound 0
+    shares = domain_shares_numpy(items, indptr, indices)
+    up = weights > 1.0
+    ratio = weights[up & (weights < 10.0)] / (1.0 / shares)[up & (weights < 10.0)]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
