@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _machine import publish, report_header
+from _common import publish, report_header
 
 ROOT = Path(__file__).resolve().parents[1]
 MML_BASE_WEIGHTS = (1.0, 0.5, 0.25)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import publish, report_header
+from _common import publish, report_header
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {  # name, folder under --data, prepare options
