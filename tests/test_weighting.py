@@ -353,3 +353,14 @@ def test_position_weights_follow_an_in_place_change_of_the_positives():
     before = dynamic.position_weights(positives)
     positives[:] = torch.tensor([3, 2, 1, 0])
     torch.testing.assert_close(dynamic.position_weights(positives), before.flip(0))
+
+
+def test_dynamic_log_scale_with_one_domain_holding_every_positive_weighs_one():
+    """``r = log(1 / 1) = 0`` for the only domain in use: no domain is sparser, so every
+    weight is 1 (``generic``), also after updates."""
+    item_domains = [[0], [0], []]
+    dynamic = weighting(LossConfig(loss="dynamic", weight_scale="log"), item_domains, [0, 1, 2, 0])
+    positives = torch.tensor([0, 1, 2])
+    assert dynamic.position_weights(positives).tolist() == [1.0, 1.0, 1.0]
+    dynamic.update(positives)
+    assert dynamic.domain_weights() == {"genre0": 1.0}

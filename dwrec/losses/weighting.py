@@ -228,6 +228,7 @@ class DynamicWeighting(Weighting):
         self.signature_ema = SignatureEMA(self.signatures, statistics.train_items, config.ema_beta)
         self._initial_shares = self.signature_ema.shares.clone()
         self._checked = False
+        self._uniform = False
         self.updates = 0
         self.set_weights(self.compute_weights(self.frequencies))
 
@@ -264,20 +265,23 @@ class DynamicWeighting(Weighting):
         """``[D]`` float64 domain weights for the domain shares ``frequencies`` (sum 1) and
         the current signature shares ``pi``: mean position weight 1, within the bounds."""
         scores = self.sparsity_scores(frequencies)
+        if self._uniform:
+            return torch.ones_like(scores)
         ema, signatures = self.signature_ema, self.signatures
         ema.shares = on_device(ema.shares, scores)
         signatures.membership = on_device(signatures.membership, scores)
-        weights = normalise_weights(
-            scores,
-            ema.shares,
-            signatures.membership,
-            self.config.multi_domain,
-            self.config.w_min,
-            self.config.w_max,
-            check=not self._checked,  # reads values back: once, not every step
-        )
-        self._checked = True
-        return weights
+        arguments = (scores, ema.shares, signatures.membership, self.config.multi_domain)
+        bounds = (self.config.w_min, self.config.w_max)
+        if not self._checked:  # the checks read values back: once, not every step
+            self._checked = True
+            try:
+                return normalise_weights(*arguments, *bounds, check=True)
+            except ValueError:
+                # every labelled positive lies in domains of score 0 (e.g. --weight-scale log
+                # with one domain holding them all): no domain is sparser, weight 1 (generic)
+                self._uniform = True
+                return torch.ones_like(scores)
+        return normalise_weights(*arguments, *bounds, check=False)
 
     def set_weights(self, weights: torch.Tensor) -> None:
         self.weights = weights
