@@ -218,10 +218,24 @@ def test_dsl_without_branches_equals_softmax_loss():
     np.testing.assert_allclose(got.detach().numpy(), expected, rtol=1e-12)
 
 
-def test_dsl_defaults_equal_reference_loop():
+@pytest.mark.parametrize(
+    "settings",
+    [None, {"lh": 1.0, "ls": 1.0, "k": 0.5}, {"lh": 0.3, "ls": 2.0, "k": 1.5}],
+    ids=["defaults", "lh1-ls1-k0.5", "lh0.3-ls2-k1.5"],
+)
+def test_dsl_equals_reference_loop(settings):
+    """``None``: the defaults (lh = ls = 0.5, k = 0, from docs/methods.md's grid)."""
     batch = make_batch(n_items=30)
     negatives = torch.tensor([1, 5, 9, 17, 29, 5, 12])
-    objective = DualScaleSoftmax(30, negatives=7, m=3)
+    if settings is None:
+        objective = DualScaleSoftmax(30, negatives=7, m=3)
+        lh, ls, k = 0.5, 0.5, 0.0
+        assert (objective.lh, objective.ls, objective.k) == (lh, ls, k)
+        typed = LossConfig(loss="dsl").objective_config()
+        assert (typed.dsl_lh, typed.dsl_ls, typed.dsl_k, typed.negatives) == (lh, ls, k, 1024)
+    else:
+        objective = DualScaleSoftmax(30, negatives=7, m=3, **settings)
+        lh, ls, k = settings["lh"], settings["ls"], settings["k"]
     logits = scores(batch)
     embeddings = batch.scorer.embeddings.numpy()
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -231,8 +245,8 @@ def test_dsl_defaults_equal_reference_loop():
         s_p = logits[row, positive]
         top = sorted((logits[row, n] for n in valid), reverse=True)[:3]
         competition = math.log(sum(math.exp(v - s_p) for v in top)) - math.log(3)
-        temperatures.append(min(max(math.exp(-0.5 * competition), 0.05), 5.0))
-        preference = [logits[row, n] + float(unit[positive] @ unit[n]) for n in valid]
+        temperatures.append(min(max(math.exp(-k * competition), 0.05), 5.0))
+        preference = [lh * logits[row, n] + ls * float(unit[positive] @ unit[n]) for n in valid]
         normaliser = sum(math.exp(v) for v in preference)
         per_row.append(
             (
@@ -337,3 +351,53 @@ def test_objective_passes_float64_gradcheck(name):
 def test_bad_objective_constants_name_their_flag(options, flag):
     with pytest.raises(UsageError, match=flag):
         build_objective(LossConfig(**options), 10)
+
+
+def test_dsl_has_its_own_default_of_the_shared_negatives_option():
+    """``negatives``: 256 for the sampled objectives, 1024 for ``dsl`` (also under a
+    weighting); a given value wins; config.json records the value used and reads back."""
+    from types import SimpleNamespace
+
+    for loss, objective, expected in [
+        ("sampled-softmax", "ce", 256),
+        ("gbce", "ce", 256),
+        ("mml", "ce", 256),
+        ("dsl", "ce", 1024),
+        ("dynamic", "dsl", 1024),
+        ("dynamic", "sampled-softmax", 256),
+    ]:
+        config = LossConfig(loss=loss, objective=objective).validate()
+        assert config.objective_config().negatives == expected
+        assert config.negatives == expected and not config.is_given("negatives")
+        assert config.to_dict()["negatives"] == expected
+        assert LossConfig.from_dict(config.to_dict()) == config
+    assert LossConfig(loss="dsl", negatives=64).objective_config().negatives == 64
+    assert LossConfig(loss="ce").to_dict()["negatives"] == 256  # the first format's layout
+    # a default above the catalogue is capped below it; a given one is left (and refused)
+    small = SimpleNamespace(n_items=300, domain_names=[])
+    config = LossConfig(loss="dsl")
+    config.bind_dataset(small)
+    assert config.objective_config().negatives == 299 and config.to_dict()["negatives"] == 299
+    given = LossConfig(loss="dsl", negatives=1024)
+    given.bind_dataset(small)
+    assert given.objective_config().negatives == 1024
+
+
+def test_mml_default_weights_are_the_grids():
+    assert LossConfig(loss="mml").objective_config().mml_weights == [16.0, 8.0, 4.0]
+    assert LossConfig(loss="mml").objective_config().mml_margins == [0.9, 0.6, 0.3]
+    assert MultiMarginCosine(30).weights == (16.0, 8.0, 4.0)
+
+
+def test_train_help_shows_the_new_defaults(capsys, monkeypatch):
+    from dwrec.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "Sampled negatives (a default is capped below the catalogue size) [256; dsl 1024]" in (
+        text
+    )
+    assert "mml: Weights of the margins [16,8,4]" in text
+    assert "dsl: Hardness scale lh [0.5]" in text and "dsl: Temperature slope k [0]" in text
+    assert "1 = up-weight only" in text

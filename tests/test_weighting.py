@@ -67,22 +67,31 @@ def test_dynamic_with_equally_frequent_domains_equals_generic():
 
 def test_dynamic_weights_respect_bounds_and_average_one_over_training_positives():
     item_domains, items, users = skewed_training()
-    config = LossConfig(loss="dynamic", w_min=0.5, w_max=4.0)
+    config = LossConfig(loss="dynamic", w_min=0.6, w_max=4.0)
     dynamic = weighting(config, item_domains, items, users)
     weights = dynamic.position_weights(torch.from_numpy(items))
     assert weights.dtype == torch.float64
     assert weights.mean().item() == pytest.approx(1.0, abs=1e-12)
-    # independent float64 computation: shares, inverse, normalise, clip, renormalise once
+    # independent float64 computation: the scale lambda of clip(lambda / share, 0.6, 4) with
+    # mean 1 over the training positives, by bisection (single-domain items: the mean is
+    # sum_d share_d w_d)
     shares = np.bincount(items % 4, minlength=4) / len(items)
-    raw = (1 / shares) / np.sum(shares * (1 / shares))
-    clipped = np.clip(raw, 0.5, 4.0)
-    scale = 1.0 / np.sum(shares * clipped)
+
+    def mean_at(scale):
+        return np.sum(shares * np.clip(scale / shares, 0.6, 4.0))
+
+    low, high = 0.0, 100.0
+    for _ in range(200):
+        low, high = (
+            (low, (low + high) / 2) if mean_at((low + high) / 2) > 1 else ((low + high) / 2, high)
+        )
+    expected = np.clip(low / shares, 0.6, 4.0)
     domain_weights = np.array(list(dynamic.domain_weights().values()))
-    np.testing.assert_allclose(domain_weights, clipped * scale, rtol=1e-12)
-    assert raw.max() > 4.0 and raw.min() < 0.5, "the example must exercise both bounds"
-    assert np.all(domain_weights <= 4.0 * scale + 1e-12)
-    assert np.all(domain_weights >= 0.5 * scale - 1e-12)
-    assert domain_weights.max() / domain_weights.min() <= 4.0 / 0.5 + 1e-12
+    np.testing.assert_allclose(domain_weights, expected, rtol=1e-12)
+    assert expected.max() == 4.0 and expected.min() == 0.6, "the example must exercise both bounds"
+    # every weight within its bounds (one renormalisation after clipping left them)
+    assert domain_weights.min() >= 0.6 and domain_weights.max() <= 4.0
+    assert np.sum(shares * domain_weights) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_dynamic_sparse_domains_weigh_more():
@@ -188,16 +197,24 @@ def test_multi_domain_items_take_max_or_mean_and_domainless_items_weigh_one():
     train_items = [0, 0, 0, 0, 0, 0, 1, 1, 2, 3]  # n_0 = 7, n_1 = 3
     positives = torch.tensor([0, 1, 2, 3])
     bounds = {"w_min": 0.01, "w_max": 100.0}
-    shares = np.array([7, 3]) / 10
-    per_domain = (1 / shares) / 2
-    for mode, combined in (("max", per_domain.max()), ("mean", per_domain.mean())):
+    scores = 10 / np.array([7, 3])  # 1 / (n_d / sum_e n_e)
+    labelled = [0, 0, 0, 0, 0, 0, 1, 1, 3]  # the training positives with a domain
+    for mode in ("max", "mean"):
+        combine = np.max if mode == "max" else np.mean
+        # mean weight 1 over the labelled training positives: lambda in closed form
+        per_position = [combine(scores[item_domains[item]]) for item in labelled]
+        scale = len(labelled) / np.sum(per_position)
+        per_domain = scale * scores
         dynamic = weighting(
             LossConfig(loss="dynamic", multi_domain=mode, **bounds), item_domains, train_items
         )
         np.testing.assert_allclose(
             dynamic.position_weights(positives).numpy(),
-            [per_domain[0], per_domain[1], 1.0, combined],
+            [per_domain[0], per_domain[1], 1.0, combine(per_domain)],
             rtol=1e-12,
+        )
+        assert dynamic.position_weights(torch.tensor(labelled)).mean().item() == pytest.approx(
+            1.0, abs=1e-12
         )
 
 
@@ -336,3 +353,14 @@ def test_position_weights_follow_an_in_place_change_of_the_positives():
     before = dynamic.position_weights(positives)
     positives[:] = torch.tensor([3, 2, 1, 0])
     torch.testing.assert_close(dynamic.position_weights(positives), before.flip(0))
+
+
+def test_dynamic_log_scale_with_one_domain_holding_every_positive_weighs_one():
+    """``r = log(1 / 1) = 0`` for the only domain in use: no domain is sparser, so every
+    weight is 1 (``generic``), also after updates."""
+    item_domains = [[0], [0], []]
+    dynamic = weighting(LossConfig(loss="dynamic", weight_scale="log"), item_domains, [0, 1, 2, 0])
+    positives = torch.tensor([0, 1, 2])
+    assert dynamic.position_weights(positives).tolist() == [1.0, 1.0, 1.0]
+    dynamic.update(positives)
+    assert dynamic.domain_weights() == {"genre0": 1.0}

@@ -78,7 +78,29 @@ def _help(spec, all_models: list[str], model_defaults: dict[str, dict[str, Any]]
         ]  # fmt: skip
         if others:
             default = f"{default}; {', '.join(others)}"
+    if spec.section == "loss" and len(spec.owners) > 1:  # a class with its own default
+        others = _loss_defaults_differing(spec)
+        if others:
+            default = f"{default}; {', '.join(others)}"
     return f"{text} \\[{default}]." if default else f"{text}."
+
+
+def _loss_defaults_differing(spec) -> list[str]:
+    """``["dsl 1024"]``: the loss classes whose config gives option ``spec`` a default of
+    their own."""
+    import dataclasses
+
+    from dwrec.losses.base import OBJECTIVE_CLASSES, WEIGHTING_CLASSES
+
+    others = []
+    for owner in spec.owners:
+        cls = OBJECTIVE_CLASSES.get(owner) or WEIGHTING_CLASSES.get(owner)
+        fields = {f.name: f for f in dataclasses.fields(cls.config_class)} if cls else {}
+        f = fields.get(spec.name)
+        if f is not None and f.default is not dataclasses.MISSING and f.default != spec.default:
+            others.append(f"{owner} {f.default:g}" if isinstance(f.default, float)
+                          else f"{owner} {f.default}")  # fmt: skip
+    return others
 
 
 def _option_parameters() -> tuple[list[inspect.Parameter], dict[str, Any]]:

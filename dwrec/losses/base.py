@@ -62,7 +62,9 @@ class LossOptions:
     ``field(default=..., metadata={"help": "..."})``: the field name is the option's flat
     name (``--dsl-m`` -> ``dsl_m``), shared by the CLI, TOML files and ``config.json``. Two
     classes may declare the same name (``negatives``, ``weight_reduction``) when they mean
-    the same option with the same default. :meth:`validate` checks ranges (a
+    the same option; a class may give it its own default (``dsl``: ``negatives`` 1024, the
+    other sampled objectives 256), which applies when that class is selected and the option
+    is not given (:class:`~dwrec.losses.config.LossConfig`; ``--help`` lists it). :meth:`validate` checks ranges (a
     :class:`~dwrec.errors.UsageError` naming the flag).
     """
 

@@ -81,6 +81,11 @@ class LossConfig:
     ``LossConfig(loss="dynamic", w_max=5.0)``; options read as attributes
     (``config.w_max``); :meth:`objective_config` / :meth:`weighting_config` give the typed
     configs of the classes the run uses.
+
+    An option not given takes the default of the selected objective's or weighting's config
+    class when that class declares it (a class may give a shared option its own default:
+    ``dsl`` declares ``negatives`` 1024, the other sampled objectives 256), else the default
+    of the first class that declares it. ``config.json`` records the values used.
     """
 
     def __init__(self, loss: str = "ce", objective: str = "ce", **options: Any):
@@ -88,10 +93,35 @@ class LossConfig:
         unknown = sorted(set(options) - set(defaults))
         if unknown:
             raise UsageError(f"unknown loss option(s): {', '.join(unknown)}")
-        self.__dict__.update(loss=loss, objective=objective, options={**defaults, **options})
+        self.__dict__.update(loss=loss, objective=objective, defaults=defaults, given=options)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every option's value: given, else the selected classes' default, else the first
+        declaring class's."""
+        selected: dict[str, Any] = {}
+        for cls in self._selected_classes():
+            for f in dataclasses.fields(cls.config_class):
+                if f.default is not dataclasses.MISSING:
+                    selected[f.name] = f.default
+                elif f.default_factory is not dataclasses.MISSING:
+                    selected[f.name] = f.default_factory()
+        return {**self.__dict__["defaults"], **selected, **self.__dict__["given"]}
+
+    def _selected_classes(self) -> list[type]:
+        _load_builtins()
+        weighting = WEIGHTING_CLASSES.get(self.loss)
+        objective = OBJECTIVE_CLASSES.get(self.objective if weighting else self.loss)
+        return [cls for cls in (objective, weighting) if cls is not None]
+
+    def is_given(self, name: str) -> bool:
+        """Whether option ``name`` was given (flag, file, ``config.json``), not defaulted."""
+        return name in self.__dict__["given"]
 
     def __getattr__(self, name: str) -> Any:
-        options = self.__dict__.get("options", {})
+        if "given" not in self.__dict__:
+            raise AttributeError(name)
+        options = self.options
         if name in options:
             return options[name]
         raise AttributeError(name)
@@ -99,8 +129,8 @@ class LossConfig:
     def __setattr__(self, name: str, value: Any) -> None:
         if name in ("loss", "objective"):
             self.__dict__[name] = value
-        elif name in self.__dict__["options"]:
-            self.__dict__["options"][name] = value
+        elif name in self.__dict__["defaults"]:
+            self.__dict__["given"][name] = value
         else:
             raise AttributeError(f"unknown loss option {name!r}")
 
@@ -136,7 +166,8 @@ class LossConfig:
     def typed(self, config_class: type[LossOptions]) -> LossOptions:
         """The options of ``config_class``, as that dataclass."""
         names = [f.name for f in dataclasses.fields(config_class)]
-        return config_class(**{name: self.options[name] for name in names})
+        options = self.options
+        return config_class(**{name: options[name] for name in names})
 
     def objective_config(self) -> LossOptions:
         return self.typed(self.objective_class().config_class)
@@ -146,11 +177,18 @@ class LossConfig:
 
     def bind_dataset(self, dataset: Any) -> None:
         """Let the selected classes resolve their options against ``dataset``
-        (:meth:`~dwrec.losses.base.LossOptions.bind_dataset`); the results are kept."""
+        (:meth:`~dwrec.losses.base.LossOptions.bind_dataset`); the results are kept. A
+        *default* number of sampled negatives is capped at the catalogue size minus 1 (a
+        given one above it stays an error)."""
+        options = self.options
         for typed in (self.objective_config(), self.weighting_config()):
             typed.bind_dataset(dataset)
             for f in dataclasses.fields(typed):
-                self.options[f.name] = getattr(typed, f.name)
+                if getattr(typed, f.name) != options[f.name]:
+                    self.__dict__["given"][f.name] = getattr(typed, f.name)
+        n_items = getattr(dataset, "n_items", None)
+        if not self.is_given("negatives") and n_items and options["negatives"] >= n_items:
+            self.__dict__["given"]["negatives"] = max(n_items - 1, 1)
         if self.options.get("weight_domains"):  # given, even if unused: it must name domains
             from dwrec.losses.domains import domain_names_in
 

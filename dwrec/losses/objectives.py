@@ -70,7 +70,10 @@ class CrossEntropyConfig(LossOptions):
 class SampledConfig(LossOptions):
     """Options every objective with sampled negatives shares."""
 
-    negatives: int = field(default=256, metadata={"help": "Sampled negatives"})
+    negatives: int = field(
+        default=256,
+        metadata={"help": "Sampled negatives (a default is capped below the catalogue size)"},
+    )
 
     def validate(self) -> None:
         if self.negatives < 1:
@@ -236,11 +239,15 @@ class SampledSoftmax(Objective):
 
 @dataclass
 class DualScaleConfig(SampledConfig):
-    dsl_lh: float = field(default=1.0, metadata={"help": "Hardness scale lh"})
-    dsl_ls: float = field(default=1.0, metadata={"help": "Similarity scale ls"})
+    """DSL's options; its own default of the shared ``negatives`` is 1024 (the validation
+    grid of docs/methods.md, "Related losses at fair settings")."""
+
+    negatives: int = field(default=1024, metadata={"help": "Sampled negatives"})
+    dsl_lh: float = field(default=0.5, metadata={"help": "Hardness scale lh"})
+    dsl_ls: float = field(default=0.5, metadata={"help": "Similarity scale ls"})
     dsl_m: int = field(default=20, metadata={"help": "Slate size m"})
     dsl_t0: float = field(default=1.0, metadata={"help": "Base temperature t0"})
-    dsl_k: float = field(default=0.5, metadata={"help": "Temperature slope k"})
+    dsl_k: float = field(default=0.0, metadata={"help": "Temperature slope k"})
     dsl_tmin: float = field(default=0.05, metadata={"help": "Lowest temperature"})
     dsl_tmax: float = field(default=5.0, metadata={"help": "Highest temperature"})
 
@@ -265,6 +272,8 @@ class DualScaleSoftmax(Objective):
     ``c_u = logsumexp_{j in top-m}(s_j - s_p) - log m``,
     ``t_u = clip(t0 exp(-k c_u), tmin, tmax)`` detached, then rescaled to batch mean ``t0``.
     ``N``: ``negatives`` uniform items shared by the batch (copies of ``p`` masked).
+    Defaults (from the validation grid of docs/methods.md): 1024 negatives, ``lh = ls = 0.5``,
+    ``k = 0`` (a constant temperature ``t0``).
     """
 
     name = "dsl"
@@ -273,12 +282,12 @@ class DualScaleSoftmax(Objective):
     def __init__(
         self,
         n_items: int,
-        negatives: int = 256,
-        lh: float = 1.0,
-        ls: float = 1.0,
+        negatives: int = 1024,
+        lh: float = 0.5,
+        ls: float = 0.5,
         m: int = 20,
         t0: float = 1.0,
-        k: float = 0.5,
+        k: float = 0.0,
         tmin: float = 0.05,
         tmax: float = 5.0,
     ):
@@ -356,8 +365,8 @@ class MultiMarginConfig(SampledConfig):
         metadata={"help": "Margins", "default_text": "0.9,0.6,0.3"},
     )
     mml_weights: list[float] = field(
-        default_factory=lambda: [1.0, 0.5, 0.25],
-        metadata={"help": "Weights of the margins", "default_text": "1,0.5,0.25"},
+        default_factory=lambda: [16.0, 8.0, 4.0],
+        metadata={"help": "Weights of the margins", "default_text": "16,8,4"},
     )
 
     def validate(self) -> None:
@@ -373,7 +382,8 @@ class MultiMarginCosine(Objective):
     ``l = relu(1 - cos(u, p)) + sum_k (w_k / |N|) sum_j relu(cos(u, n_j) - m_k)``
 
     on cosine similarities of the user state and the output item embeddings. Margins and
-    weights are dwrec's defaults (0.9, 0.6, 0.3) and (1.0, 0.5, 0.25).
+    weights are dwrec's defaults (0.9, 0.6, 0.3) and (16, 8, 4) (the weights from the
+    validation grid of docs/methods.md; (1, 0.5, 0.25) collapsed).
     """
 
     name = "mml"
@@ -384,7 +394,7 @@ class MultiMarginCosine(Objective):
         n_items: int,
         negatives: int = 256,
         margins: tuple[float, ...] = (0.9, 0.6, 0.3),
-        weights: tuple[float, ...] = (1.0, 0.5, 0.25),
+        weights: tuple[float, ...] = (16.0, 8.0, 4.0),
     ):
         if len(margins) != len(weights):
             raise ValueError("margins and weights need the same length")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dwrec.errors import UsageError
+from dwrec.errors import DwrecError, UsageError
 from dwrec.losses.base import Weighting, register_weighting
 from dwrec.losses.domains import (  # noqa: F401 - DomainStatistics re-exported
     TINY,
@@ -32,6 +32,13 @@ from dwrec.losses.domains import (  # noqa: F401 - DomainStatistics re-exported
     position_count,
     reduce_weighted,
     weighted_denominator,
+)
+from dwrec.losses.normalise import (
+    DomainSignatures,
+    SignatureEMA,
+    mean_position_weight,
+    normalise_weights,
+    weight_mode,
 )
 
 
@@ -150,8 +157,14 @@ class DynamicConfig(ReductionConfig):
     ema_beta: float = field(default=0.9, metadata={"help": "EMA of domain shares"})
     weight_alpha: float = field(default=1.0, metadata={"help": "(1/f)^alpha"})
     weight_scale: str = field(default="power", metadata={"help": "power or log"})
-    w_min: float = field(default=0.25, metadata={"help": "Lower weight bound"})
-    w_max: float = field(default=10.0, metadata={"help": "Upper weight bound"})
+    w_min: float = field(
+        default=0.25,
+        metadata={
+            "help": "Lower weight bound, <= 1; 1 = up-weight only: dense domains keep "
+            "weight 1 and the mean weight of a training positive is then above 1"
+        },
+    )
+    w_max: float = field(default=10.0, metadata={"help": "Upper weight bound, >= 1"})
     sparsity_signal: str = field(
         default="interactions", metadata={"help": "interactions, users or entropy"}
     )
@@ -161,7 +174,11 @@ class DynamicConfig(ReductionConfig):
         if not 0.0 <= self.ema_beta < 1.0:
             raise UsageError(f"--ema-beta must be in [0, 1), got {self.ema_beta}")
         if not 0 < self.w_min <= 1.0 <= self.w_max:
-            raise UsageError("weight bounds need 0 < --w-min <= 1 <= --w-max")
+            raise UsageError(
+                "weight bounds need 0 < --w-min <= 1 <= --w-max (the mean weight of a "
+                f"training positive is 1; --w-min 1: up-weight only), got --w-min "
+                f"{self.w_min:g}, --w-max {self.w_max:g}"
+            )
         check_choice("--weight-scale", self.weight_scale, ("power", "log"))
         check_choice(
             "--sparsity-signal", self.sparsity_signal, ("interactions", "users", "entropy")
@@ -174,19 +191,24 @@ class DynamicConfig(ReductionConfig):
 
 @register_weighting
 class DynamicWeighting(Weighting):
-    """Dynamic domain weights (dwrec's definition of arXiv 2510.04375, METHODS.md section 1).
+    """Dynamic domain weights (dwrec's definition of arXiv 2510.04375, METHODS.md section 1;
+    docs/methods.md gives every step).
 
     State: ``f [D]``, the EMA of the batches' domain shares, initialised with the training
-    shares ``n_d / N``; ``update`` applies ``f <- beta f + (1 - beta) share_batch`` (a batch
-    without any domain-labelled positive leaves ``f`` unchanged).
+    shares ``n_d / N``; ``update`` applies ``f <- beta f + (1 - beta) share_batch``. Beside it
+    ``pi [S]``, the EMA (same ``beta``, same batches) of the share of the domain-labelled
+    positives per item *signature* (distinct domain set; :class:`SignatureEMA`). A batch
+    without any domain-labelled positive leaves both unchanged.
 
-    Weights: ``r_d = (1 / s_d) ** alpha`` (``weight_scale=log``: ``log(1 / s_d)``) with ``s = f``
-    (``interactions``), the static user shares (``users``), or ``s = f`` times
-    ``1 + concentration_d`` (``entropy``; see :meth:`DomainStatistics.concentration`); then
-    ``w_d = r_d / sum_e f_e r_e``, clipped to ``[w_min, w_max]``, then divided once by
-    ``sum_e f_e w_e`` so that ``sum_d f_d w_d = 1``: a training positive drawn from the
-    domain shares ``f`` has expected weight 1. After that division a weight can leave the
-    clip bounds by the factor ``1 / sum_e f_e clip(w)_e`` (METHODS.md renormalises once).
+    Weights: sparsity scores ``r_d = (1 / s_d) ** alpha`` (``weight_scale=log``:
+    ``log(1 / s_d)``) with ``s = f`` (``interactions``), the static user shares (``users``),
+    or ``s = f`` times ``1 + concentration_d`` (``entropy``; see
+    :meth:`DomainStatistics.concentration`); then ``w_d = clip(lambda r_d, w_min, w_max)``
+    with the ``lambda`` for which the mean weight of a training positive drawn from ``pi`` is
+    exactly 1 under ``multi_domain`` (a position weighs the max or mean of its item's domain
+    weights): the fixed point of clip-and-renormalise, solved exactly
+    (:func:`~dwrec.losses.normalise.normalise_weights`). ``w_min = 1`` (up-weight only):
+    ``max(1, clip(lambda r_d, 0, w_max))``, mean above 1.
     """
 
     name = "dynamic"
@@ -194,11 +216,19 @@ class DynamicWeighting(Weighting):
     learns_weights = True
 
     def __init__(self, statistics: DomainStatistics, config: DynamicConfig):
+        weight_mode(config.w_min, config.w_max)  # bounds without a mean-1 solution: a clear error
         self.domain_names = statistics.domain_names
         self.config = config
         self.lookup = DomainLookup(statistics, config.multi_domain)
         self.frequencies = torch.from_numpy(statistics.interaction_shares()).double()
         self.static_scale = self._static_scale(statistics, config.sparsity_signal)
+        self.signatures = DomainSignatures.from_csr(
+            statistics.item_domain_indptr, statistics.item_domain_indices, statistics.n_domains
+        )
+        self.signature_ema = SignatureEMA(self.signatures, statistics.train_items, config.ema_beta)
+        self._initial_shares = self.signature_ema.shares.clone()
+        self._checked = False
+        self._uniform = False
         self.updates = 0
         self.set_weights(self.compute_weights(self.frequencies))
 
@@ -220,19 +250,38 @@ class DynamicWeighting(Weighting):
             return torch.log(1.0 / shares)
         return shares.pow(-self.config.weight_alpha)
 
-    def compute_weights(self, frequencies: torch.Tensor) -> torch.Tensor:
-        """``[D]`` float64 domain weights for the domain shares ``frequencies`` (sum 1)."""
+    def sparsity_scores(self, frequencies: torch.Tensor) -> torch.Tensor:
+        """``[D]`` float64 ``r_d`` for the domain shares ``frequencies``, per
+        ``sparsity_signal``."""
         signal = self.config.sparsity_signal
         static = None if self.static_scale is None else on_device(self.static_scale, frequencies)
         if signal == "users":
-            sparsity = self._sparsity(static)
-        elif signal == "entropy":
-            sparsity = self._sparsity(frequencies) * static
-        else:
-            sparsity = self._sparsity(frequencies)
-        weights = sparsity / (frequencies * sparsity).sum().clamp_min(TINY)
-        weights = weights.clamp(self.config.w_min, self.config.w_max)
-        return weights / (frequencies * weights).sum().clamp_min(TINY)
+            return self._sparsity(static)
+        if signal == "entropy":
+            return self._sparsity(frequencies) * static
+        return self._sparsity(frequencies)
+
+    def compute_weights(self, frequencies: torch.Tensor) -> torch.Tensor:
+        """``[D]`` float64 domain weights for the domain shares ``frequencies`` (sum 1) and
+        the current signature shares ``pi``: mean position weight 1, within the bounds."""
+        scores = self.sparsity_scores(frequencies)
+        if self._uniform:
+            return torch.ones_like(scores)
+        ema, signatures = self.signature_ema, self.signatures
+        ema.shares = on_device(ema.shares, scores)
+        signatures.membership = on_device(signatures.membership, scores)
+        arguments = (scores, ema.shares, signatures.membership, self.config.multi_domain)
+        bounds = (self.config.w_min, self.config.w_max)
+        if not self._checked:  # the checks read values back: once, not every step
+            self._checked = True
+            try:
+                return normalise_weights(*arguments, *bounds, check=True)
+            except ValueError:
+                # every labelled positive lies in domains of score 0 (e.g. --weight-scale log
+                # with one domain holding them all): no domain is sparser, weight 1 (generic)
+                self._uniform = True
+                return torch.ones_like(scores)
+        return normalise_weights(*arguments, *bounds, check=False)
 
     def set_weights(self, weights: torch.Tensor) -> None:
         self.weights = weights
@@ -262,19 +311,49 @@ class DynamicWeighting(Weighting):
         beta = self.config.ema_beta
         moved = beta * frequencies + (1.0 - beta) * counts / total.clamp_min(1.0)
         self.frequencies = torch.where(total > 0, moved, frequencies)
+        self.signature_ema.update(positives)
         self.set_weights(self.compute_weights(self.frequencies))
         self.updates += 1
 
     def domain_weights(self) -> dict[str, float]:
         return dict(zip(self.domain_names, self.weights.tolist(), strict=True))
 
+    def mean_weight(self) -> float:
+        """The mean weight of a domain-labelled training positive drawn from ``pi`` (1, or
+        above 1 with ``w_min = 1``)."""
+        return float(
+            mean_position_weight(
+                self.weights,
+                self.signature_ema.shares,
+                self.signatures.membership,
+                self.config.multi_domain,
+            )
+        )
+
     def state_dict(self) -> dict:
-        return {"frequencies": self.frequencies.detach().cpu().clone(), "updates": self.updates}
+        return {
+            "frequencies": self.frequencies.detach().cpu().clone(),
+            "updates": self.updates,
+            **self.signature_ema.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         frequencies = torch.as_tensor(state["frequencies"], dtype=torch.float64)
         check_domain_count(frequencies, len(self.domain_names))
-        self.frequencies = frequencies.to(self.frequencies.device)
+        device = self.frequencies.device
+        if "signature_shares" in state:
+            shares = torch.as_tensor(state["signature_shares"], dtype=torch.float64)
+            if shares.shape != (self.signatures.n_signatures,):
+                raise DwrecError(
+                    f"the weighting state has {shares.shape[0]} domain sets, this dataset has "
+                    f"{self.signatures.n_signatures}: resume with the dataset the run was "
+                    "trained on"
+                )
+            self.signature_ema.load_state_dict(state)
+        else:  # a checkpoint from before the exact normalisation: the training shares
+            self.signature_ema.shares = self._initial_shares.clone()
+        self.signature_ema.shares = self.signature_ema.shares.to(device)
+        self.frequencies = frequencies.to(device)
         self.updates = int(state["updates"])
         self.set_weights(self.compute_weights(self.frequencies))
 
