@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _machine import best_of, publish, report_header
+from _common import best_of, publish, report_header
 
 from dwrec.models.sigma import SIGMA, SigmaConfig
 

@@ -91,7 +91,7 @@ RAW = {
 
 # Files a page assumes in the reader's home (`--source ~/...`), built from ../shared/data:
 # path under ~ -> the shared folder copied there.
-HOME_FILES = {"data/ml-1m": "ml-1m"}
+HOME_FILES = {"data/ml-1m": "ml-1m", "data/ml-100k": "ml-100k"}
 
 
 def stage_home(home: Path, shared_data: Path, page_text: str) -> None:
