@@ -4,8 +4,10 @@ Reads what ``dwrec train`` and ``dwrec evaluate`` wrote into each run dir (confi
 log.jsonl, train_done.json, metrics.json), never a model, and prints one markdown row per
 run: test HR@10 and NDCG@10 (full ranking, history masked: whatever ``dwrec evaluate`` was
 asked for), the change against the baseline run, epochs run / best epoch, mean train
-seconds per epoch (log.jsonl), and the settings that differ from the baseline's (shared
-options by value; a model's own options only where they differ from its defaults).
+seconds per epoch (log.jsonl), the training's wall time (validation included), the settings
+that differ from the baseline's (shared options by value; a model's own options only where
+they differ from its defaults; an option a model ignores, such as ``heads`` of ``gru4rec``,
+is listed all the same).
 
     python benchmarks/zoo_table.py .bench/zoo/runs/{sasrec,gru4rec,pop,sigma,calrec,sparseennet}-s0 \
         --baseline .bench/zoo/runs/sasrec-s0 --write .bench/zoo/table.md
@@ -94,12 +96,16 @@ def row(run: dict[str, Any], base: dict[str, Any]) -> str:
         )
     seconds = [e["seconds"] for e in run["epochs"]]
     done = run["done"]
-    trained = bool(seconds)
+    trained = bool(seconds) and run["done"].get("epochs_run", 0) > 0  # pop: epoch 0 only
     epochs = f"{done.get('epochs_run', '-')} / {done.get('best_epoch', '-')}" if trained else "-"
-    per_epoch = f"{statistics.fmean(seconds):.1f}" if trained else "0"
-    label = run["config"]["model"].get("name", run["path"].name)
+    per_epoch = f"{statistics.fmean(seconds):.1f}" if trained else "-"
+    # wall time of the whole training (validation included): config.json is written when it
+    # starts, train_done.json when it ends (a resumed run would count the pause too)
+    path = run["path"]
+    wall = (path / "train_done.json").stat().st_mtime - (path / "config.json").stat().st_mtime
+    label = run["config"]["model"].get("name", path.name)
     return (
-        f"| {label} | {hr:.4f} | {ndcg:.4f} | {delta} | {epochs} | {per_epoch} | "
+        f"| {label} | {hr:.4f} | {ndcg:.4f} | {delta} | {epochs} | {per_epoch} | {wall:.0f} | "
         f"{differences(run, base)} |"
     )
 
@@ -124,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         f"- command: `python benchmarks/zoo_table.py {' '.join(sys.argv[1:])}`",
         "",
         "| model | HR@10 | NDCG@10 | vs baseline (HR / NDCG) | epochs run / best | "
-        "train s/epoch | settings that differ from the baseline's |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "train s/epoch | wall s | settings that differ from the baseline's |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     lines += [row(r, base) for r in runs]
     publish(lines, args.write)
