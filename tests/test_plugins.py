@@ -164,6 +164,10 @@ def test_train_help_lists_every_option_of_every_class_with_its_default(capsys, m
     for shown in ("[0.9,0.6,0.3]", "[normalized]", "[0.25]", "[64; pinnerformer 256]"):
         assert shown in out, shown
     assert "bert4rec: Masking probability [0.2]" in out
+    # an option two models share with different defaults shows each model's (it showed
+    # only the first's: sparseennet's temperature read [0.1], its default being 1.0)
+    text = " ".join(out.split())
+    assert "[calrec 0.1, sparseennet 1]" in text
 
 
 def test_set_reads_toml_values_and_names_an_unknown_key():

@@ -78,6 +78,11 @@ def _help(spec, all_models: list[str], model_defaults: dict[str, dict[str, Any]]
         ]  # fmt: skip
         if others:
             default = f"{default}; {', '.join(others)}"
+    elif spec.section == "model" and len(spec.owners) > 1:  # owners with other defaults
+        values = [model_defaults.get(name, {}).get(spec.name, spec.default) for name in spec.owners]
+        if any(value != spec.default for value in values):
+            shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in values]
+            default = ", ".join(f"{name} {v}" for name, v in zip(spec.owners, shown, strict=True))
     if spec.section == "loss" and len(spec.owners) > 1:  # a class with its own default
         others = _loss_defaults_differing(spec)
         if others:
