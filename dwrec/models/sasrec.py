@@ -28,6 +28,7 @@ from dwrec.models.layers import (
     attention_mask,
     check_transformer_config,
     ffn_size,
+    init_small_normal,
     next_item_batch,
     positions_from_start,
     score_items,
@@ -85,7 +86,9 @@ class SASRec(SequentialModel):
             for _ in range(config.layers)
         )
         self.final_norm = nn.LayerNorm(hidden)
-        self.apply(_init_weights)
+        # N(0, 0.02) weights, zero biases, zero padding row (the BERT/RecBole convention): it
+        # keeps the initial logits of the shared input/output embedding small
+        self.apply(init_small_normal)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, L]`` (``L <= max_len``, left-padded with 0) -> hidden ``[B, L, d]``;
@@ -132,18 +135,6 @@ class SASRec(SequentialModel):
 
     def output_layer(self) -> torch.Tensor:
         return self.item_embedding.weight
-
-
-def _init_weights(module: nn.Module) -> None:
-    """Normal(0, 0.02) weights and zero biases (the BERT/RecBole convention), which keeps the
-    initial logits of the shared input/output embedding small; the padding row stays zero."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
 
 
 def ranking_flops(config: ModelConfig, history_lengths, n_items: int) -> float:

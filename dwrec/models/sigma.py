@@ -42,6 +42,7 @@ from dwrec.models.layers import (
     PAD,
     Dropout,
     ffn_size,
+    init_small_normal,
     last_tokens,
     next_item_batch,
     score_items,
@@ -297,7 +298,10 @@ class SIGMA(SequentialModel):
         self.input_dropout = Dropout(config.dropout)
         self.input_norm = nn.LayerNorm(config.hidden, eps=1e-12)
         self.layers = nn.ModuleList(GMambaLayer(config) for _ in range(config.layers))
-        self.apply(_init_weights)
+        # the official initialisation: every Linear and Embedding weight N(0, 0.02^2) (Mamba's
+        # own projections included, as ``SIGMA._init_weights`` overrides them), zero Linear
+        # biases, LayerNorm (1, 0); convolutions, the GRU, ``A_log`` and ``D`` keep their own
+        self.apply(init_small_normal)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, L]`` (``L <= max_len``) -> ``[B, L, d]``, zero at padding. Position
@@ -335,16 +339,3 @@ class SIGMA(SequentialModel):
 
     def output_layer(self) -> torch.Tensor:
         return self.item_embedding.weight
-
-
-def _init_weights(module: nn.Module) -> None:
-    """The official initialisation: every Linear and Embedding weight N(0, 0.02^2) (Mamba's
-    own projections included, as ``SIGMA._init_weights`` overrides them), zero Linear biases,
-    LayerNorm (1, 0); convolutions, the GRU, ``A_log`` and ``D`` keep their own."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()

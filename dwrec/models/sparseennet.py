@@ -28,9 +28,9 @@ from torch import nn
 from dwrec.errors import UsageError
 from dwrec.models import augment
 from dwrec.models.base import ModelConfig
-from dwrec.models.layers import score_items
+from dwrec.models.layers import init_small_normal, score_items
 from dwrec.models.registry import register
-from dwrec.models.sasrec import SASRec, _init_weights
+from dwrec.models.sasrec import SASRec
 
 
 @dataclass
@@ -89,7 +89,7 @@ class SparseEnNet(SASRec):
         self.discriminator = nn.Sequential(
             nn.Linear(config.hidden, config.hidden), nn.ReLU(), nn.Linear(config.hidden, classes)
         )
-        self.apply(_init_weights)
+        self.apply(init_small_normal)
 
     def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         return score_items(hidden, self.item_embedding.weight[1 : self.n_items + 1], items)
