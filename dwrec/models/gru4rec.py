@@ -16,10 +16,10 @@ from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch
 from dwrec.models.layers import (
     PAD,
     Dropout,
+    ItemTableScores,
     last_tokens,
     new_item_embedding,
     next_item_batch,
-    score_items,
     zero_padding,
 )
 from dwrec.models.registry import register
@@ -37,7 +37,7 @@ def _rotations(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register
-class GRU4Rec(SequentialModel):
+class GRU4Rec(ItemTableScores, SequentialModel):
     """Recurrent next-item model; causal by construction."""
 
     name = "gru4rec"
@@ -85,16 +85,6 @@ class GRU4Rec(SequentialModel):
     def user_state(self, history: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` left-padded history (last ``max_len`` tokens used) -> ``[B, d]``."""
         return self.forward(last_tokens(history, self.config.max_len))[:, -1]
-
-    def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Dot products with the item embeddings: ``[N, d]`` -> ``[N, n_items]`` (or ``[N, C]``)."""
-        return score_items(hidden, self.item_embedding.weight[1 : self.n_items + 1], items)
-
-    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
-        return self.item_embedding(items + 1)
-
-    def linear_factors(self, hidden: torch.Tensor):
-        return hidden, self.item_embedding.weight[1 : self.n_items + 1], None
 
     def output_layer(self) -> torch.Tensor:
         """The projection weight ``[d, d]`` after the GRU."""

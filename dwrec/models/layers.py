@@ -336,6 +336,27 @@ def gather_items(vectors: torch.Tensor, items: torch.Tensor | None) -> torch.Ten
     return vectors if items is None else vectors[items]
 
 
+class ItemTableScores:
+    """``score``, ``embed_items`` and ``linear_factors`` for a model whose ``item_embedding``
+    table is both its input and output item layer: padding at row 0, dataset item ``i`` at row
+    ``i + 1`` (rows past ``n_items``, e.g. a mask token, are never scored). Put it before
+    :class:`~dwrec.models.base.SequentialModel` among the bases."""
+
+    item_embedding: nn.Embedding
+    n_items: int
+
+    def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Dot products with the item rows: ``[N, n_items]``, or ``[N, C]`` for candidates
+        ``items [C]`` / ``[N, C]`` (dataset ids)."""
+        return score_items(hidden, self.item_embedding.weight[1 : self.n_items + 1], items)
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        return self.item_embedding(items + 1)
+
+    def linear_factors(self, hidden: torch.Tensor):
+        return hidden, self.item_embedding.weight[1 : self.n_items + 1], None
+
+
 def next_item_batch(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal next-item training pairs from left-padded windows ``[B, L + 1]``.
 

@@ -23,6 +23,7 @@ from torch import nn
 from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch
 from dwrec.models.layers import (
     Dropout,
+    ItemTableScores,
     Mask,
     MultiHeadSelfAttention,
     attention_mask,
@@ -31,7 +32,6 @@ from dwrec.models.layers import (
     init_small_normal,
     next_item_batch,
     positions_from_start,
-    score_items,
     zero_padding,
 )
 from dwrec.models.registry import register
@@ -69,7 +69,7 @@ class SASRecBlock(nn.Module):
 
 
 @register
-class SASRec(SequentialModel):
+class SASRec(ItemTableScores, SequentialModel):
     """Causal transformer over left-padded token sequences (token = item id + 1, 0 = pad)."""
 
     name = "sasrec"
@@ -121,17 +121,6 @@ class SASRec(SequentialModel):
             x = block(x, mask)
         last = self.blocks[-1].last_position(x, mask)[:, 0]
         return zero_padding(self.final_norm(last), tokens[:, -1:].squeeze(1))
-
-    def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Dot products with the output embeddings: ``[N, n_items]``, or ``[N, C]`` for
-        candidates ``items [C]`` / ``[N, C]`` (dataset ids)."""
-        return score_items(hidden, self.item_embedding.weight[1:], items)
-
-    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
-        return self.item_embedding(items + 1)
-
-    def linear_factors(self, hidden: torch.Tensor):
-        return hidden, self.item_embedding.weight[1:], None
 
     def output_layer(self) -> torch.Tensor:
         return self.item_embedding.weight

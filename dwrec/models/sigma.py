@@ -41,11 +41,11 @@ from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch
 from dwrec.models.layers import (
     PAD,
     Dropout,
+    ItemTableScores,
     ffn_size,
     init_small_normal,
     last_tokens,
     next_item_batch,
-    score_items,
 )
 from dwrec.models.registry import register
 from dwrec.models.selective_scan import selective_scan, selective_scan_ref
@@ -278,7 +278,7 @@ class GMambaLayer(nn.Module):
 
 
 @register
-class SIGMA(SequentialModel):
+class SIGMA(ItemTableScores, SequentialModel):
     """SIGMA over left-padded token sequences (token = item id + 1, 0 = pad)."""
 
     name = "sigma"
@@ -327,15 +327,6 @@ class SIGMA(SequentialModel):
         per_row = tokens.shape[1] * self.config.expand * self.config.hidden * self.config.d_state
         rows = max(1, (1 << 24) // per_row)
         return torch.cat([self.forward(part)[:, -1] for part in tokens.split(rows)], dim=0)
-
-    def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        return score_items(hidden, self.item_embedding.weight[1 : self.n_items + 1], items)
-
-    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
-        return self.item_embedding(items + 1)
-
-    def linear_factors(self, hidden: torch.Tensor):
-        return hidden, self.item_embedding.weight[1 : self.n_items + 1], None
 
     def output_layer(self) -> torch.Tensor:
         return self.item_embedding.weight

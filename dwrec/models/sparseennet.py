@@ -28,7 +28,7 @@ from torch import nn
 from dwrec.errors import UsageError
 from dwrec.models import augment
 from dwrec.models.base import ModelConfig
-from dwrec.models.layers import init_small_normal, score_items
+from dwrec.models.layers import init_small_normal
 from dwrec.models.registry import register
 from dwrec.models.sasrec import SASRec
 
@@ -90,12 +90,6 @@ class SparseEnNet(SASRec):
             nn.Linear(config.hidden, config.hidden), nn.ReLU(), nn.Linear(config.hidden, classes)
         )
         self.apply(init_small_normal)
-
-    def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        return score_items(hidden, self.item_embedding.weight[1 : self.n_items + 1], items)
-
-    def linear_factors(self, hidden: torch.Tensor):
-        return hidden, self.item_embedding.weight[1 : self.n_items + 1], None
 
     def views(
         self, inputs: torch.Tensor, generator: torch.Generator
