@@ -1,22 +1,13 @@
-"""Full-ranking evaluation: every item of the catalogue is ranked for every case.
+"""Full-ranking evaluation of a model or of a finished run: every item of the catalogue is
+ranked for every case, by the kernels of :mod:`dwrec.eval.ranking` (which states the ranking
+rule, its tie-breaking and the chunking of large catalogues).
 
-Ranking rule (identical everywhere, documented in docs/evaluate.md):
-
-- items in the case's history (``item_ids[user_indptr[user]:history_end]``) are excluded,
-  except the target itself (``keep_history=True`` excludes nothing);
-- ``rank = 1 + #(unmasked items scoring strictly higher than the target)
-  + #(unmasked items with an equal score and a smaller item id)``;
-- the top-K list orders items by score, descending, then by item id, ascending.
-
-Both come from one int64 sort key per (case, item): the score's order-preserving integer
-image in the high 32 bits and ``2**32 - 1 - item_id`` in the low ones, so keys are unique,
-a larger key means "ranked earlier", ``torch.topk`` on keys is the tie-broken top-K, and the
-rank is ``1 + #(keys > the target's key)``. Masked items get the smallest int64.
-
-Per batch: one model forward, one score matmul, one mask, one comparison and one
-``topk``. Catalogues whose score block would exceed ``max_score_elements`` are scored in
-item chunks: a first pass finds each target's score and merges the per-chunk top-K, a second
-counts the items above the target per chunk, so memory stays bounded for any catalogue.
+:func:`rank_model` batches the cases by history length (all-padding columns dropped), computes
+the user states in row slices of about :data:`FORWARD_TOKENS` positions and, on CPU, ranks
+one batch per worker thread (``sampled``: against sampled candidates instead of the whole
+catalogue). :func:`evaluate_model` turns the ranks into overall metrics;
+:func:`evaluate_run` loads a finished run, ranks its split and writes the metrics document
+(overall and per cohort), the per-user table and, on request, a TREC run file.
 """
 
 from __future__ import annotations
