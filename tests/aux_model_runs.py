@@ -1,7 +1,8 @@
 """Shared end-to-end checks for the models with dataset-bound parts and auxiliary losses
 (tests/test_calrec.py, tests/test_sparseennet.py): learning on the synthetic data, the
 same seed giving the same run, an interrupted run resumed ending like an uninterrupted one,
-``dwrec evaluate`` on the finished run. Mirrors tests/test_trainer.py's checks for sasrec."""
+``dwrec evaluate`` on the finished run. Mirrors tests/test_trainer.py's checks for sasrec.
+Also :func:`random_tokens`, the random input batches of the model tests."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ from dwrec.train.trainer import TrainingInterrupted
 
 TINY = {"hidden": 16, "layers": 1, "heads": 2, "max_len": 20, "batch_size": 32, "lr": 3e-3}
 SYNTHETIC = {"users": 160, "items": 60, "domains": 4, "mean_length": 14, "follow_prob": 0.9}
+
+
+def random_tokens(n_items: int, batch: int, length: int, seed: int = 1) -> torch.Tensor:
+    """Left-padded random tokens of items ``1..n_items``, row lengths 1..length (row 0 full)."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, n_items + 1, (batch, length), generator=generator)
+    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
+    lengths[0] = length
+    return tokens.masked_fill(torch.arange(length) < (length - lengths)[:, None], 0)
 
 
 def prepare_synthetic(folder: Path) -> Path:

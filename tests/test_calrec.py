@@ -17,6 +17,7 @@ from aux_model_runs import (
     check_resume_equals_uninterrupted,
     check_same_seed_same_run,
     prepare_synthetic,
+    random_tokens,
 )
 
 from dwrec.data.dataset import load_dataset
@@ -88,20 +89,12 @@ def small(bind: bool = True, **changes) -> CALRec:
     return model
 
 
-def random_tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(1, N_ITEMS + 1, (batch, length), generator=generator)
-    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
-    lengths[0] = length
-    return tokens.masked_fill(torch.arange(length) < (length - lengths)[:, None], 0)
-
-
 def test_config_and_binding():
     model = build_model("calrec", N_ITEMS, ModelConfig(hidden=16, heads=2, max_len=12))
     assert isinstance(model.config, CALRecConfig) and model.config.text_len == 32
     assert model.config.hidden == 16 and model.config.max_len == 12
     with pytest.raises(RuntimeError, match="bind_dataset"):
-        model(random_tokens(2, 4))
+        model(random_tokens(N_ITEMS, 2, 4))
     model.bind_texts(texts())
     assert model.item_tokens.shape == (N_ITEMS, 32)
     assert model.item_prefix.shape == (N_ITEMS, 8)
@@ -111,7 +104,7 @@ def test_config_and_binding():
 
 def test_shapes_and_candidate_scores_are_full_score_columns():
     model = small().eval()
-    tokens = random_tokens(4, 9)
+    tokens = random_tokens(N_ITEMS, 4, 9)
     assert model(tokens).shape == (4, 9, 16)
     state = model.user_state(tokens)
     full = model.score(state)
@@ -125,7 +118,7 @@ def test_shapes_and_candidate_scores_are_full_score_columns():
 
 def test_earlier_states_ignore_later_items_and_state_is_the_last_position():
     model = small().eval()
-    tokens = random_tokens(4, 10)
+    tokens = random_tokens(N_ITEMS, 4, 10)
     tokens[:, 4:] = tokens[:, 4:].clamp_min(1)
     changed = tokens.clone()
     changed[:, 7] = changed[:, 7] % N_ITEMS + 1
@@ -137,7 +130,7 @@ def test_earlier_states_ignore_later_items_and_state_is_the_last_position():
 
 def test_left_padding_does_not_change_the_user_state():
     model = small().eval()
-    rows = random_tokens(3, 5).clamp_min(1)
+    rows = random_tokens(N_ITEMS, 3, 5).clamp_min(1)
     padded = torch.cat([torch.zeros(3, 4, dtype=torch.long), rows], dim=1)
     torch.testing.assert_close(model.user_state(padded), model.user_state(rows), atol=1e-5, rtol=0)
 
@@ -163,9 +156,9 @@ def test_item_table_is_reused_until_the_weights_change():
     model.load_state_dict(fresh.state_dict())
     torch.testing.assert_close(model.item_table(), fresh.item_table())
     model.train()  # every training forward encodes afresh (new dropout)
-    model(random_tokens(2, 4))
+    model(random_tokens(N_ITEMS, 2, 4))
     first = model.item_table()
-    model(random_tokens(2, 4))
+    model(random_tokens(N_ITEMS, 2, 4))
     assert model.item_table() is not first and not torch.equal(model.item_table(), first)
 
 
@@ -234,7 +227,7 @@ def test_generation_loss_is_the_mean_ce_over_real_gold_tokens():
 
 def test_auxiliary_loss_is_the_weighted_sum_at_each_rows_last_target():
     model = small(dropout=0.0).eval()
-    inputs = random_tokens(5, 8)
+    inputs = random_tokens(N_ITEMS, 5, 8)
     targets = (inputs - 1).masked_fill(inputs == 0, -1)
     targets[1] = -1  # a row without target takes no part
     hidden = model(inputs)

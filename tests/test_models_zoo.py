@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from aux_model_runs import random_tokens
 
 from dwrec.errors import UsageError
 from dwrec.models.base import ModelConfig
@@ -39,22 +40,13 @@ def left_pad(rows: list[list[int]], length: int) -> torch.Tensor:
     return torch.tensor([[0] * (length - len(row)) + row for row in rows])
 
 
-def random_tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
-    """Left-padded random item tokens with row lengths 1..length (one row full)."""
-    generator = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(1, N_ITEMS + 1, (batch, length), generator=generator)
-    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
-    lengths[0] = length
-    return tokens.masked_fill(torch.arange(length) < (length - lengths)[:, None], 0)
-
-
 # --- shapes and interface ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ZOO)
 def test_output_shapes(name):
     model = small_model(name).eval()
-    tokens = random_tokens(5, 9)
+    tokens = random_tokens(N_ITEMS, 5, 9)
     hidden = model(tokens)
     state = model.user_state(tokens)
     assert hidden.shape == (5, 9, 16)
@@ -68,7 +60,7 @@ def test_output_shapes(name):
 @pytest.mark.parametrize("name", ZOO)
 def test_candidate_scores_are_the_full_scores_columns(name):
     model = small_model(name).eval()
-    state = model.user_state(random_tokens(4, 7))
+    state = model.user_state(random_tokens(N_ITEMS, 4, 7))
     full = model.score(state)
     shared = torch.tensor([5, 0, 29, 5])
     per_row = torch.randint(0, N_ITEMS, (4, 6), generator=torch.Generator().manual_seed(3))
@@ -81,14 +73,14 @@ def test_output_layer_is_a_shared_parameter_that_gets_gradient(name):
     model = small_model(name)
     weight = model.output_layer()
     assert any(weight is parameter for parameter in model.parameters())
-    model.score(model.user_state(random_tokens(4, 6))).logsumexp(dim=1).sum().backward()
+    model.score(model.user_state(random_tokens(N_ITEMS, 4, 6))).logsumexp(dim=1).sum().backward()
     assert weight.grad is not None and weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", ZOO)
 def test_scores_cover_only_real_items_even_for_bert4rec_mask_token(name):
     model = small_model(name).eval()
-    assert model.score(model.user_state(random_tokens(2, 5))).shape[1] == N_ITEMS
+    assert model.score(model.user_state(random_tokens(N_ITEMS, 2, 5))).shape[1] == N_ITEMS
 
 
 def test_pinnerformer_defaults_come_from_the_registry():
@@ -134,7 +126,7 @@ def test_positions_count_from_first_real_token():
 @pytest.mark.parametrize("name", CAUSAL)
 def test_causal_model_earlier_states_ignore_later_items(name):
     model = small_model(name).eval()
-    tokens = random_tokens(4, 10)
+    tokens = random_tokens(N_ITEMS, 4, 10)
     tokens[:, 4:] = tokens[:, 4:].clamp_min(1)  # real items from column 4 on
     changed = tokens.clone()
     changed[:, 7] = changed[:, 7] % N_ITEMS + 1
@@ -145,7 +137,7 @@ def test_causal_model_earlier_states_ignore_later_items(name):
 
 def test_bert4rec_earlier_states_see_later_items():
     model = small_model("bert4rec").eval()
-    tokens = random_tokens(4, 10)
+    tokens = random_tokens(N_ITEMS, 4, 10)
     tokens[:, 4:] = tokens[:, 4:].clamp_min(1)
     changed = tokens.clone()
     changed[:, 7] = changed[:, 7] % N_ITEMS + 1
@@ -193,7 +185,7 @@ def test_rows_of_different_lengths_match_their_unpadded_selves(name):
 @pytest.mark.parametrize("name", ZOO)
 def test_fully_padded_rows_give_finite_states_scores_and_gradients(name):
     model = small_model(name).train()
-    tokens = random_tokens(4, 8)
+    tokens = random_tokens(N_ITEMS, 4, 8)
     tokens[1] = 0
     tokens[3] = 0
     hidden = model(tokens)
@@ -209,7 +201,7 @@ def test_fully_padded_rows_give_finite_states_scores_and_gradients(name):
 @pytest.mark.parametrize("name", ZOO)
 def test_history_longer_than_max_len_uses_its_last_items(name):
     model = small_model(name).eval()
-    long_history = random_tokens(3, MAX_LEN + 5).clamp_min(1)
+    long_history = random_tokens(N_ITEMS, 3, MAX_LEN + 5).clamp_min(1)
     keep = MAX_LEN - 1 if name == "bert4rec" else MAX_LEN  # bert4rec appends a mask token
     torch.testing.assert_close(
         model.user_state(long_history), model.user_state(long_history[:, -keep:])
@@ -220,7 +212,7 @@ def test_history_longer_than_max_len_uses_its_last_items(name):
 def test_bf16_autocast_gives_finite_scores(name):
     model = small_model(name).eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        scores = model.score(model.user_state(random_tokens(3, 8)))
+        scores = model.score(model.user_state(random_tokens(N_ITEMS, 3, 8)))
     assert scores.shape == (3, N_ITEMS) and torch.isfinite(scores.float()).all()
 
 
@@ -245,7 +237,7 @@ def test_causal_training_batch_shifts_by_one(name):
 def cloze_batch(last_item_prob: float, mask_prob: float = 0.2, seed: int = 0):
     model = small_model("bert4rec", mask_prob=mask_prob, max_len=50)
     model.last_item_prob = last_item_prob
-    windows = random_tokens(4000, 51, seed=seed)
+    windows = random_tokens(N_ITEMS, 4000, 51, seed=seed)
     return windows, model.training_batch(windows, torch.Generator().manual_seed(seed))
 
 
@@ -316,7 +308,7 @@ def test_pinnerformer_scores_are_cosine_over_temperature():
 
 def test_pinnerformer_user_and_item_embeddings_are_unit_vectors():
     model = small_model("pinnerformer").eval()
-    state = model.user_state(random_tokens(5, 8))
+    state = model.user_state(random_tokens(N_ITEMS, 5, 8))
     items = model.embed_items(torch.arange(N_ITEMS))
     torch.testing.assert_close(state.norm(dim=-1), torch.ones(5))
     torch.testing.assert_close(items.norm(dim=-1), torch.ones(N_ITEMS))
@@ -327,13 +319,13 @@ def test_pinnerformer_temperature_never_below_001():
     with torch.no_grad():
         model.log_tau.fill_(-20.0)
     assert model.temperature().item() == pytest.approx(0.01)
-    scores = model.score(model.user_state(random_tokens(4, 8)))
+    scores = model.score(model.user_state(random_tokens(N_ITEMS, 4, 8)))
     assert scores.abs().max() <= 100.0 + 1e-4
 
 
 def test_pinnerformer_temperature_is_learned():
     model = small_model("pinnerformer")
-    scores = model.score(model.user_state(random_tokens(4, 8)))
+    scores = model.score(model.user_state(random_tokens(N_ITEMS, 4, 8)))
     F.cross_entropy(scores, torch.tensor([0, 1, 2, 3])).backward()
     assert model.log_tau.grad is not None and model.log_tau.grad.abs() > 0
 

@@ -14,6 +14,7 @@ import signal
 import pytest
 import torch
 import torch.nn.functional as F
+from aux_model_runs import random_tokens
 
 import dwrec
 from dwrec.errors import UsageError
@@ -34,15 +35,6 @@ def small_sigma(dtype=torch.float32, **changes) -> SIGMA:
     with torch.no_grad():  # move the mixing weights off their initial values: all branches count
         model.layers[0].mix.copy_(torch.tensor([0.5, 0.8, 0.3]))
     return model
-
-
-def random_tokens(batch: int, length: int, seed: int = 1) -> torch.Tensor:
-    """Left-padded random item tokens with row lengths 1..length (row 0 full)."""
-    generator = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(1, N_ITEMS + 1, (batch, length), generator=generator)
-    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
-    lengths[0] = length
-    return tokens.masked_fill(torch.arange(length) < (length - lengths)[:, None], 0)
 
 
 # --- the selective scan -----------------------------------------------------------------
@@ -109,7 +101,7 @@ def test_fast_scan_without_D_and_without_states():
 
 
 def test_model_with_reference_scan_equals_model_with_fast_scan_in_float64():
-    tokens = random_tokens(3, 12, seed=9)
+    tokens = random_tokens(N_ITEMS, 3, 12, seed=9)
     outputs, grads = [], []
     for reference in (True, False):
         model = small_sigma(torch.float64, layers=2, reference_scan=reference).eval()
@@ -178,7 +170,7 @@ def test_flip_branch_equals_an_explicitly_flipped_sequence(keep):
 def test_no_state_sees_a_later_item(mode):
     model = small_sigma(dropout=0.0, gate_dropout=0.0, layers=2)
     model.train(mode != "eval")
-    tokens = random_tokens(4, 12).clamp_min(1)
+    tokens = random_tokens(N_ITEMS, 4, 12).clamp_min(1)
     base = model(tokens)
     for t in range(11):  # change every item after t: states up to t must not move
         changed = tokens.clone()
@@ -192,7 +184,7 @@ def test_every_trained_position_is_its_prefix_state():
     """The state that predicts item t+1 in training equals ``user_state`` of the prefix
     ending at t, for every position that has a target."""
     model = small_sigma(layers=2).eval()
-    windows = random_tokens(3, 13, seed=5)
+    windows = random_tokens(N_ITEMS, 3, 13, seed=5)
     batch = model.training_batch(windows, torch.Generator().manual_seed(0))
     hidden = model(batch.inputs)
     checked = 0
@@ -222,7 +214,7 @@ def test_left_padding_does_not_change_states():
 
 def test_history_longer_than_max_len_uses_its_last_items():
     model = small_sigma().eval()
-    long_history = random_tokens(3, 17).clamp_min(1)
+    long_history = random_tokens(N_ITEMS, 3, 17).clamp_min(1)
     torch.testing.assert_close(
         model.user_state(long_history), model.user_state(long_history[:, -12:])
     )
@@ -233,7 +225,7 @@ def test_history_longer_than_max_len_uses_its_last_items():
 
 def test_scores_interface_and_gradients():
     model = small_sigma()
-    state = model.user_state(random_tokens(4, 9))
+    state = model.user_state(random_tokens(N_ITEMS, 4, 9))
     full = model.score(state)
     assert state.shape == (4, 16) and full.shape == (4, N_ITEMS)
     items = torch.tensor([5, 0, 29])
@@ -250,7 +242,7 @@ def test_scores_interface_and_gradients():
 def test_bf16_autocast_gives_finite_scores():
     model = small_sigma().eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        scores = model.score(model.user_state(random_tokens(3, 8)))
+        scores = model.score(model.user_state(random_tokens(N_ITEMS, 3, 8)))
     assert torch.isfinite(scores.float()).all()
 
 
