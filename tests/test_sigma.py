@@ -6,7 +6,6 @@ prefix consistency, configuration, and training through ``dwrec.train`` (learns,
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -14,7 +13,7 @@ import signal
 import pytest
 import torch
 import torch.nn.functional as F
-from aux_model_runs import random_tokens
+from aux_model_runs import log_records, prepare_synthetic, random_tokens, stable
 
 import dwrec
 from dwrec.errors import UsageError
@@ -295,18 +294,7 @@ TINY = {"hidden": 16, "layers": 1, "max_len": 20, "batch_size": 32, "lr": 3e-3}
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    options = {"users": 160, "items": 60, "domains": 4, "mean_length": 14, "follow_prob": 0.9}
-    dwrec.prepare("synthetic", out=out, options=options)
-    return out
-
-
-def _log(run_dir) -> list[tuple]:
-    lines = (run_dir / "log.jsonl").read_text().splitlines()
-    return [
-        (r["epoch"], r["train_loss"], r["valid"], r["domain_weights"])
-        for r in map(json.loads, lines)
-    ]
+    return prepare_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def test_sigma_loss_falls_and_beats_pop(data_dir, tmp_path):
@@ -314,7 +302,7 @@ def test_sigma_loss_falls_and_beats_pop(data_dir, tmp_path):
     result = dwrec.train(
         data_dir, model="sigma", out=tmp_path / "sigma", quiet=True, epochs=4, dropout=0.1, **TINY
     )
-    losses = [record[1] for record in _log(tmp_path / "sigma")]
+    losses = [record["train_loss"] for record in log_records(tmp_path / "sigma")]
     assert losses[-1] < losses[0] - 0.2, losses
     assert result.best_valid["ndcg@10"] > pop.best_valid["ndcg@10"] + 0.05
 
@@ -323,7 +311,7 @@ def test_same_seed_same_numbers(data_dir, tmp_path):
     options = dict(TINY, model="sigma", epochs=2, quiet=True)
     dwrec.train(data_dir, out=tmp_path / "a", seed=7, **options)
     dwrec.train(data_dir, out=tmp_path / "b", seed=7, **options)
-    assert _log(tmp_path / "a") == _log(tmp_path / "b")
+    assert stable(log_records(tmp_path / "a")) == stable(log_records(tmp_path / "b"))
     first = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["model_state"]
     second = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["model_state"]
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -340,7 +328,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
     with pytest.raises(TrainingInterrupted):
         dwrec.train(data_dir, out=tmp_path / "resumed", callback=ctrl_c, **options)
     dwrec.train(resume=tmp_path / "resumed", quiet=True)
-    assert _log(tmp_path / "straight") == _log(tmp_path / "resumed")
+    assert stable(log_records(tmp_path / "straight")) == stable(log_records(tmp_path / "resumed"))
     for name in ("model.pt", "last.pt"):
         straight = torch.load(tmp_path / "straight" / name, weights_only=True)["model_state"]
         resumed = torch.load(tmp_path / "resumed" / name, weights_only=True)["model_state"]
