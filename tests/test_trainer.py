@@ -9,6 +9,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from aux_model_runs import TINY, log_records, prepare_synthetic, stable
 
 import dwrec
 from dwrec.cli import main
@@ -18,24 +19,10 @@ from dwrec.errors import UsageError
 from dwrec.train.batches import training_item_counts, training_windows
 from dwrec.train.trainer import TrainingDiverged, TrainingInterrupted
 
-TINY = {"hidden": 16, "layers": 1, "heads": 2, "max_len": 20, "batch_size": 32, "lr": 3e-3}
-
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    options = {"users": 160, "items": 60, "domains": 4, "mean_length": 14, "follow_prob": 0.9}
-    dwrec.prepare("synthetic", out=out, options=options)
-    return out
-
-
-def _log(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-
-
-def _stable(records: list[dict]) -> list[tuple]:
-    """The parts of log lines that must repeat exactly (not the timings)."""
-    return [(r["epoch"], r["train_loss"], r["valid"], r["domain_weights"]) for r in records]
+    return prepare_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def _states_equal(a: dict, b: dict) -> bool:
@@ -70,7 +57,7 @@ def test_training_windows_match_a_per_user_loop(data_dir):
 def test_sasrec_loss_falls_and_beats_pop(data_dir, tmp_path):
     pop = dwrec.train(data_dir, model="pop", out=tmp_path / "pop", quiet=True)
     result = dwrec.train(data_dir, out=tmp_path / "sas", quiet=True, epochs=6, dropout=0.1, **TINY)
-    losses = [r["train_loss"] for r in _log(tmp_path / "sas")]
+    losses = [r["train_loss"] for r in log_records(tmp_path / "sas")]
     assert losses[-1] < losses[0] - 0.2
     assert result.best_valid["ndcg@10"] > pop.best_valid["ndcg@10"] + 0.05
 
@@ -80,8 +67,8 @@ def test_same_seed_same_metrics_and_another_seed_differs(data_dir, tmp_path):
     dwrec.train(data_dir, out=tmp_path / "a", seed=7, **options)
     dwrec.train(data_dir, out=tmp_path / "b", seed=7, **options)
     dwrec.train(data_dir, out=tmp_path / "c", seed=8, **options)
-    assert _stable(_log(tmp_path / "a")) == _stable(_log(tmp_path / "b"))
-    assert _stable(_log(tmp_path / "a")) != _stable(_log(tmp_path / "c"))
+    assert stable(log_records(tmp_path / "a")) == stable(log_records(tmp_path / "b"))
+    assert stable(log_records(tmp_path / "a")) != stable(log_records(tmp_path / "c"))
 
 
 @pytest.mark.parametrize("stop_at_step", [7, 5])  # mid-epoch 2; the end of epoch 1 (5 steps)
@@ -104,7 +91,7 @@ def test_interrupt_then_resume_ends_exactly_like_an_uninterrupted_run(
     )
     dwrec.train(resume=tmp_path / "resumed", quiet=True)
 
-    assert _stable(_log(tmp_path / "straight")) == _stable(_log(tmp_path / "resumed"))
+    assert stable(log_records(tmp_path / "straight")) == stable(log_records(tmp_path / "resumed"))
     for name in ("model.pt", "last.pt"):
         straight = torch.load(tmp_path / "straight" / name, weights_only=True)
         resumed = torch.load(tmp_path / "resumed" / name, weights_only=True)
@@ -156,7 +143,7 @@ def test_run_dir_follows_the_contract(data_dir, tmp_path):
     assert (
         config["label"] == "sasrec+fixed" and "dwrec_version" in config and "git_commit" in config
     )
-    records = _log(run)
+    records = log_records(run)
     assert [r["epoch"] for r in records] == [1, 2]
     for record in records:
         assert {
@@ -237,7 +224,7 @@ def test_resume_refuses_to_change_the_model(data_dir, tmp_path):
     with pytest.raises(UsageError, match="--hidden"):
         dwrec.train(resume=tmp_path / "run", hidden=32, quiet=True)
     result = dwrec.train(resume=tmp_path / "run", epochs=2, quiet=True)  # extending is allowed
-    assert result.epochs_run == 2 and [r["epoch"] for r in _log(tmp_path / "run")] == [1, 2]
+    assert result.epochs_run == 2 and [r["epoch"] for r in log_records(tmp_path / "run")] == [1, 2]
 
 
 # ---------------------------------------------------------------- CLI
