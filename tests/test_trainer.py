@@ -9,7 +9,14 @@ import signal
 import numpy as np
 import pytest
 import torch
-from aux_model_runs import TINY, log_records, prepare_synthetic, stable
+from aux_model_runs import (
+    TINY,
+    check_same_seed_same_run,
+    log_records,
+    prepare_synthetic,
+    stable,
+    states_equal,
+)
 
 import dwrec
 from dwrec.cli import main
@@ -23,10 +30,6 @@ from dwrec.train.trainer import TrainingDiverged, TrainingInterrupted
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return prepare_synthetic(tmp_path_factory.mktemp("data"))
-
-
-def _states_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_training_windows_match_a_per_user_loop(data_dir):
@@ -63,12 +66,7 @@ def test_sasrec_loss_falls_and_beats_pop(data_dir, tmp_path):
 
 
 def test_same_seed_same_metrics_and_another_seed_differs(data_dir, tmp_path):
-    options = dict(TINY, epochs=2, loss="dynamic", quiet=True)
-    dwrec.train(data_dir, out=tmp_path / "a", seed=7, **options)
-    dwrec.train(data_dir, out=tmp_path / "b", seed=7, **options)
-    dwrec.train(data_dir, out=tmp_path / "c", seed=8, **options)
-    assert stable(log_records(tmp_path / "a")) == stable(log_records(tmp_path / "b"))
-    assert stable(log_records(tmp_path / "a")) != stable(log_records(tmp_path / "c"))
+    check_same_seed_same_run("sasrec", data_dir, tmp_path)
 
 
 @pytest.mark.parametrize("stop_at_step", [7, 5])  # mid-epoch 2; the end of epoch 1 (5 steps)
@@ -95,7 +93,7 @@ def test_interrupt_then_resume_ends_exactly_like_an_uninterrupted_run(
     for name in ("model.pt", "last.pt"):
         straight = torch.load(tmp_path / "straight" / name, weights_only=True)
         resumed = torch.load(tmp_path / "resumed" / name, weights_only=True)
-        assert _states_equal(straight["model_state"], resumed["model_state"]), name
+        assert states_equal(straight["model_state"], resumed["model_state"]), name
     assert (tmp_path / "resumed" / "train_done.json").exists()
 
 
