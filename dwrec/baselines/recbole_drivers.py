@@ -133,6 +133,15 @@ def metrics_from_ranks(ranks, k=10):
     }
 
 
+def load_spec(spec_path):
+    """The run's spec (JSON) and RecBole's Config of it; sets torch's threads and the seeds."""
+    spec = json.load(open(spec_path))
+    torch.set_num_threads(spec["threads"])
+    config = Config(model="SASRec", dataset=spec["name"], config_dict=spec["config"])
+    init_seed(config["seed"], config["reproducibility"])
+    return spec, config
+
+
 def evaluate_pass(trainer, loader, phase, load_best):
     trainer.phase = phase
     trainer.records = []
@@ -147,10 +156,7 @@ def evaluate_pass(trainer, loader, phase, load_best):
 
 
 def main(spec_path, result_path):
-    spec = json.load(open(spec_path))
-    torch.set_num_threads(spec["threads"])
-    config = Config(model="SASRec", dataset=spec["name"], config_dict=spec["config"])
-    init_seed(config["seed"], config["reproducibility"])
+    spec, config = load_spec(spec_path)
     started = time.perf_counter()
     dataset = create_dataset(config)
     indptr, items = sequences(dataset)
@@ -246,13 +252,20 @@ import torch
 PROTOCOL = sys.stdout
 sys.stdout = sys.stderr  # anything RecBole prints must not mix with the protocol
 
-from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.model.sequential_recommender import SASRec
 from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
-from driver import HarnessTrainer, evaluate_pass, history_csr, log, metrics_from_ranks, sequences
+from driver import (
+    HarnessTrainer,
+    evaluate_pass,
+    history_csr,
+    load_spec,
+    log,
+    metrics_from_ranks,
+    sequences,
+)
 
 
 class BatchStream:
@@ -299,10 +312,7 @@ def send(message):
 
 
 def main(spec_path):
-    spec = json.load(open(spec_path))
-    torch.set_num_threads(spec["threads"])
-    config = Config(model="SASRec", dataset=spec["name"], config_dict=spec["config"])
-    init_seed(config["seed"], config["reproducibility"])
+    spec, config = load_spec(spec_path)
     started = time.perf_counter()
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
