@@ -13,7 +13,8 @@ output, tables) is prose and is not run.
 - a python block runs as a script (a fresh interpreter) after a prelude that gives
   ``dwrec.train`` the same tiny sizes (:data:`TINY_PY`); each python block is
   self-contained (its own imports).
-- a toml block is a ``dwrec train`` config (the only TOML the docs describe): it is written
+- a toml block is a ``dwrec train`` config, unless it is a ``pyproject.toml`` excerpt (a
+  ``[project...]`` table: it must parse and name dwrec's plugin entry-point group); it is written
   to a file, trained on with ``dwrec train --config FILE`` and every value it sets (but the
   sizes the rewrite overrides) must be in the run's ``config.json``.
 
@@ -230,6 +231,14 @@ def page_script(page_blocks: list[Block], blocks_dir: Path) -> tuple[str, list[s
             path = blocks_dir / f"{block.page.replace('/', '_')}-{block.line}.py"
             path.write_text(PRELUDE + block.text + "\n", encoding="utf-8")
             out.append(_step(block.where, f'"$DOCS_PYTHON" {shlex.quote(str(path))}'))
+        elif block.kind == "toml" and "project" in _toml_or_empty(block.text):
+            # a pyproject.toml excerpt (a plugin package's entry point), not a train config:
+            # it must parse and name the entry-point group dwrec reads
+            from dwrec.plugins import ENTRY_POINT_GROUP
+
+            groups = tomllib.loads(block.text)["project"].get("entry-points", {})
+            if ENTRY_POINT_GROUP not in groups:
+                out.append(_step(block.where, f"echo 'no {ENTRY_POINT_GROUP} group' >&2; false"))
         elif block.kind == "toml":
             path = blocks_dir / f"{block.page.replace('/', '_')}-{block.line}.toml"
             path.write_text(block.text + "\n", encoding="utf-8")
@@ -237,6 +246,15 @@ def page_script(page_blocks: list[Block], blocks_dir: Path) -> tuple[str, list[s
             out.append(_step(block.where, f"dwrec train --config {quoted}"))
             out.append(_step(block.where, f'"$DOCS_PYTHON" "$DOCS_HELPER" check-toml {quoted}'))
     return "\n".join(out) + "\n", skipped
+
+
+def _toml_or_empty(text: str) -> dict:
+    """The parsed block, or ``{}`` when it is not valid TOML (then it runs as a train config,
+    whose failure names the page and line)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return {}
 
 
 def rewrite(argv: list[str], cuda: bool) -> list[str]:
