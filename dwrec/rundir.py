@@ -198,6 +198,17 @@ class RunDir:
             return None
         return done if isinstance(done, dict) else None
 
+    def final_domain_weights(self) -> dict[str, float] | None:
+        """The domain weights the run ended with: ``train_done.json``'s, else those of the last
+        ``log.jsonl`` line (an unfinished run); ``None`` when none were recorded."""
+        done = self._read_done()
+        weights = done.get("domain_weights") if done else None
+        if not weights:
+            records = self.read_log()  # a bad line is an error naming it
+            last = records[-1] if records else None
+            weights = last.get("domain_weights") if isinstance(last, dict) else None
+        return {str(name): float(value) for name, value in weights.items()} if weights else None
+
     def _last_log_record(self) -> dict | None:
         try:
             records = self.read_log()

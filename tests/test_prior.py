@@ -152,3 +152,20 @@ def test_cli_prior_from_checks_its_inputs(two_runs, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "prior shift from bag+dynamic" in out and "bag+generic+prior" in out
+
+
+def test_final_weights_come_from_train_done_else_the_last_log_line(tmp_path):
+    from dwrec.errors import DataFormatError
+    from dwrec.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    assert run.final_domain_weights() is None
+    lines = [{"epoch": 1, "domain_weights": {"A": 2.0}}, {"epoch": 2, "domain_weights": {"A": 3}}]
+    run.write_log(lines)
+    assert run.final_domain_weights() == {"A": 3.0}  # unfinished: the last logged epoch
+    write_json(run.done_path, {"finished": True, "domain_weights": {"A": 4}})
+    assert run.final_domain_weights() == {"A": 4.0}
+    write_json(run.done_path, {"finished": True})
+    run.log_path.write_text('{"epoch": 1}\nnot json\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match="line 2|:2"):
+        run.final_domain_weights()

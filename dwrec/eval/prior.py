@@ -145,20 +145,21 @@ def default_out_dir(run_dir: Path, weighted_run: Path) -> Path:
 
 
 def final_domain_weights(run_dir: Path) -> dict[str, float]:
-    """The weighted run's domain weights at the end of training (``train_done.json``)."""
-    from dwrec.io import read_json
+    """The weighted run's domain weights at the end of training; the run must have finished."""
     from dwrec.rundir import RunDir
 
-    done = RunDir(run_dir).done_path
-    if not done.exists():
-        raise UsageError(f"--prior-from {run_dir}: training has not finished (no {done.name})")
-    weights = read_json(done).get("domain_weights")
+    folder = RunDir(run_dir)
+    if not folder.is_finished():
+        raise UsageError(
+            f"--prior-from {run_dir}: training has not finished (no {folder.done_path.name})"
+        )
+    weights = folder.final_domain_weights()
     if not weights:
         raise UsageError(
             f"--prior-from {run_dir}: the run learned no domain weights (its loss has none); "
             "name a run trained with domain weights, e.g. --loss dynamic"
         )
-    return {str(name): float(value) for name, value in weights.items()}
+    return weights
 
 
 def evaluate_prior_shift(

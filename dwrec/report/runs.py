@@ -13,7 +13,6 @@ as the device); their per-case values are averaged over seeds before any test.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import pyarrow.parquet as pq
 from dwrec.errors import DataFormatError, UsageError
 from dwrec.io import read_json, read_parquet
 from dwrec.report.domains import DomainInfo, memberships, select_domains  # noqa: F401 (re-export)
-from dwrec.rundir import CONFIG, DATASET_META, LOG, METRICS, PER_USER, RunDir, run_label
+from dwrec.rundir import CONFIG, DATASET_META, METRICS, PER_USER, RunDir, run_label
 
 PER_USER_FILE = PER_USER
 METRICS_FILE = METRICS
@@ -79,27 +78,13 @@ class EvaluatedRun:
         return Path(self.metrics.get("run") or self.path)
 
     def final_domain_weights(self) -> dict[str, float] | None:
-        """The ``domain_weights`` of the last line of ``log.jsonl``; ``None`` when none were
-        logged or the run's weighting does not declare ``learns_weights`` (e.g. ``fixed``)."""
+        """The weights the run ended with (:meth:`dwrec.rundir.RunDir.final_domain_weights`);
+        ``None`` when the run's weighting does not declare ``learns_weights`` (e.g. ``fixed``)."""
         from dwrec.losses.config import learns_weights
 
         if not learns_weights(str(self.config.get("loss", {}).get("loss", ""))):
             return None
-        log_path = self.run_dir / LOG
-        if not log_path.exists():
-            return None
-        lines = log_path.read_text(encoding="utf-8").splitlines()
-        for number in range(len(lines), 0, -1):
-            text = lines[number - 1].strip()
-            if not text:
-                continue
-            try:
-                entry = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(log_path, f"not valid JSON ({exc})", number) from None
-            weights = entry.get("domain_weights") if isinstance(entry, dict) else None
-            return {str(k): float(v) for k, v in weights.items()} if weights else None
-        return None
+        return RunDir(self.run_dir).final_domain_weights()
 
 
 def default_label(config: dict) -> str:
