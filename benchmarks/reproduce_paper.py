@@ -41,13 +41,17 @@ cannot move. It is passed to ``dwrec report --family``.
 
 Resumable: a finished run is skipped, an interrupted one resumed from its ``last.pt``; the
 tables under ``OUT/tables/`` are rewritten from the run dirs alone, so stopping the script
-at any moment and running it again ends with byte-identical tables. Wall times live apart,
+at any moment and running it again ends with byte-identical tables. A dataset's tables are
+written as soon as its last run finishes (a dataset with runs still to do gets none and is
+named as pending in the verdicts); ``--tables-only`` rewrites them from the finished runs
+without training anything, e.g. while another invocation is still running. Wall times live apart,
 in ``OUT/timing.md`` (every run's wall time and the overhead claim, which is measured from
 the runs' per-step times), and ``OUT/summary.md`` assembles both for docs/results.md.
 
     python benchmarks/reproduce_paper.py --budget quick --threads 2       # smoke test
     python benchmarks/reproduce_paper.py --dry-run --threads 2            # plan + estimate
     nohup python benchmarks/reproduce_paper.py --threads 2 > repro.log 2>&1 &
+    python benchmarks/reproduce_paper.py --tables-only                   # tables so far
 """
 
 from __future__ import annotations
@@ -251,6 +255,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="prepare, write the plan, print the estimate; train nothing")  # fmt: skip
     parser.add_argument("--no-probe", action="store_true",
                         help="skip the timing probe (no estimate)")  # fmt: skip
+    parser.add_argument("--tables-only", action="store_true",
+                        help="train nothing: rewrite the tables, timing and summary from the "
+                        "finished runs (the datasets whose runs are all done)")  # fmt: skip
     args = parser.parse_args(argv)
     budget = BUDGETS[args.budget]
     args.datasets = args.datasets or list(budget["datasets"])
@@ -829,7 +836,9 @@ def prior_answer(args, reports) -> tuple[str, list[dict]]:
     return "\n".join(lines), rows
 
 
-def write_tables(args, plan, runs: list[Run], models: list[str], skipped: list[str]) -> dict:
+def write_tables(
+    args, plan, runs: list[Run], models: list[str], skipped: list[str], pending: list[str] = ()
+) -> dict:
     """Rewrite ``OUT/tables`` from the run dirs (deterministic: no times, no dates)."""
     tables = args.out / "tables"
     reports = {}
@@ -864,6 +873,7 @@ def write_tables(args, plan, runs: list[Run], models: list[str], skipped: list[s
     rows = verdict_rows(args, plan, reports, models)
     prior_md, prior_rows = prior_answer(args, reports)
     notes = [f"- model `{m}` is not in this dwrec: its runs were skipped." for m in skipped]
+    notes += list(pending)
     text = "\n".join(
         [
             f"# Verdicts ({args.budget} budget)",
@@ -928,7 +938,9 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
             f"# Timing ({args.budget} budget)",
             "",
             f"- machine: {machine()}",
-            f"- wall time of this invocation: {clock(time.perf_counter() - started)} "
+            "- wall time: every run's own, below (this invocation only rewrote the tables)"
+            if args.tables_only
+            else f"- wall time of this invocation: {clock(time.perf_counter() - started)} "
             f"(estimate printed before: {clock(estimate_s)})",
             "",
             "## Claim 6: per-step time of dynamic vs generic (paired by dataset, model, seed)",
@@ -1026,7 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{states.count('trained') + states.count('partial')} to finish, "
         f"{states.count('new')} new) under {args.out}; plan in plan.json")  # fmt: skip
     expected = 0.0
-    if not args.no_probe:
+    if not (args.no_probe or args.tables_only):
         timings = probe(args, dataset_dirs, runs)
         epochs = BUDGETS[args.budget]["expected_epochs"]
         expected, bound = estimate(runs, timings, epochs)
@@ -1048,16 +1060,51 @@ def main(argv: list[str] | None = None) -> int:
             f"cap ({args.epochs or BUDGETS[args.budget]['epochs']})")  # fmt: skip
     if args.dry_run:
         return 0
-    todo = [r for r in runs if run_state(r) != "evaluated"]
+    todo = [] if args.tables_only else [r for r in runs if run_state(r) != "evaluated"]
     for index, run in enumerate(todo, start=1):
         elapsed = time.perf_counter() - started
         left = f", about {clock(max(expected - elapsed, 0))} left" if expected else ""
         log(f"[{index}/{len(todo)}] {run.label} ({clock(elapsed)} elapsed{left})")
         execute(run, runs, dataset_dirs)
-    reports = write_tables(args, plan, runs, models, skipped)
-    figure_note = plot(args, reports)
+        rest = todo[index:]
+        if not any(r.dataset == run.dataset for r in rest) and rest:
+            log(f"dataset {run.dataset} complete: tables written")
+            publish(args, plan, runs, models, skipped, command, started, expected)
+    publish(args, plan, runs, models, skipped, command, started, expected)
+    return 0
+
+
+def complete_datasets(args, runs: list[Run]) -> list[str]:
+    """The datasets of this invocation whose every run is evaluated (in plan order)."""
+    return [
+        key
+        for key in args.datasets
+        if all(run_state(r) == "evaluated" for r in runs if r.dataset == key)
+    ]
+
+
+def publish(args, plan, runs, models, skipped, command: str, started: float, expected: float):
+    """Tables, plot, timing and summary of the datasets whose runs are all done.
+
+    A dataset with runs still to do gets no table (half its seeds would be a different
+    experiment): the verdicts name it as pending. Rerunning after more runs finish rewrites
+    everything from the run dirs alone.
+    """
+    ready = complete_datasets(args, runs)
+    pending = {}
+    for key in args.datasets:
+        if key not in ready:
+            mine = [r for r in runs if r.dataset == key]
+            pending[key] = (sum(run_state(r) == "evaluated" for r in mine), len(mine))
+    view = argparse.Namespace(**vars(args))
+    view.datasets = ready
+    mine = [r for r in runs if r.dataset in ready]
+    notes = [f"- {key}: {n} of {m} runs done; not in these verdicts yet (rerun the script "
+             "to continue it)" for key, (n, m) in pending.items()]  # fmt: skip
+    reports = write_tables(view, plan, mine, models, skipped, notes)
+    figure_note = plot(view, reports)
     log(figure_note)
-    timing_md, claim6 = timing(args, runs, started, expected)
+    timing_md, claim6 = timing(view, mine, started, expected)
     write_text(args.out / "timing.md", timing_md + "\n")
     verdict = (args.out / "tables" / "verdict.md").read_text()
     summary = "\n".join(
@@ -1066,6 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"- command: `{command}`",
             f"- machine: {machine()}",
+            f"- datasets in these tables: {', '.join(ready) or 'none yet'}",
             f"- {figure_note}",
             "",
             verdict.split("\n", 2)[2].rstrip(),
@@ -1078,7 +1126,6 @@ def main(argv: list[str] | None = None) -> int:
     write_text(args.out / "summary.md", summary + "\n")
     log(f"tables: {args.out / 'tables'}; summary: {args.out / 'summary.md'} "
         f"({clock(time.perf_counter() - started)})")  # fmt: skip
-    return 0
 
 
 if __name__ == "__main__":

@@ -109,8 +109,16 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (partial / "train_done.json").exists(), "killed too late to test resumption"
+    # --tables-only trains nothing and writes no table for a dataset with runs still to do
+    printed = run(*args, "--tables-only")
+    assert "plan: 3 runs (1 done, 1 to finish, 1 new)" in printed
+    assert not (partial / "train_done.json").exists()
+    assert not (out / "tables" / "ml-100k.md").exists()
+    assert "ml-100k: 1 of 3 runs done" in (out / "tables" / "verdict.md").read_text()
     printed = run(*args)
     assert "plan: 3 runs (1 done, 1 to finish, 1 new)" in printed
+    assert tables(out) == uninterrupted
+    run(*args, "--tables-only")  # rewriting from the run dirs alone changes nothing
     assert tables(out) == uninterrupted
 
 
