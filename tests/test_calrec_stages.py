@@ -223,3 +223,25 @@ def test_the_flag_has_help_and_a_one_line_error(data_dir, tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert "--stage2-epochs must be an integer >= 0" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_switch_writes_last_pt_so_a_hard_kill_after_it_resumes_exactly(data_dir, tmp_path):
+    options = dict(BASE, stage2_epochs=1)
+    dwrec.train(data_dir, out=tmp_path / "straight", **options)
+    first_stage2_step = 2 * steps_per_epoch(data_dir) + 1
+
+    def kill(event, info):  # not Ctrl-C: nothing is saved on the way out
+        if event == "step" and info["global_step"] == first_stage2_step:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        dwrec.train(data_dir, out=tmp_path / "killed", callback=kill, **options)
+    saved = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert (saved["stage"], saved["stage_start"], saved["epoch"]) == (2, 2, 2)
+    assert saved["step_in_epoch"] == 0 and not saved["optimizer_state"]["state"]
+    dwrec.train(resume=tmp_path / "killed", quiet=True)
+    assert stable(log_records(tmp_path / "killed")) == stable(log_records(tmp_path / "straight"))
+    for name in ("model.pt", "last.pt"):
+        a = torch.load(tmp_path / "straight" / name, weights_only=True)["model_state"]
+        b = torch.load(tmp_path / "killed" / name, weights_only=True)["model_state"]
+        assert states_equal(a, b), name
