@@ -20,6 +20,10 @@ so this is the closest small version (deviations in docs/models.md).
   from each other's negatives. The decoder is one causal transformer block that starts
   from the user state and predicts the target's text tokens one by one (teacher forcing),
   its output tied to the token embeddings.
+- Optional second stage (``stage2_epochs``, the paper's per-category fine-tuning after
+  training on all categories): after the normal run, more epochs from the best weights on
+  batches whose windows all end on items of one domain (:mod:`dwrec.models.stages`,
+  :mod:`dwrec.train.stages`); one model for every domain, not one per category.
 """
 
 from __future__ import annotations
