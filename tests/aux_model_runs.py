@@ -64,8 +64,10 @@ def check_learns_and_beats_pop(model: str, data_dir: Path, tmp_path: Path, epoch
     return result
 
 
-def check_same_seed_same_run(model: str, data_dir: Path, tmp_path: Path) -> None:
+def check_same_seed_same_run(model: str, data_dir: Path, tmp_path: Path, **extra) -> None:
+    """``extra``: more options, over the defaults here."""
     options = dict(TINY, model=model, epochs=2, loss="dynamic", quiet=True)
+    options.update(extra)
     dwrec.train(data_dir, out=tmp_path / "a", seed=7, **options)
     dwrec.train(data_dir, out=tmp_path / "b", seed=7, **options)
     dwrec.train(data_dir, out=tmp_path / "c", seed=8, **options)
@@ -74,9 +76,11 @@ def check_same_seed_same_run(model: str, data_dir: Path, tmp_path: Path) -> None
 
 
 def check_resume_equals_uninterrupted(
-    model: str, data_dir: Path, tmp_path: Path, stop_at_step: int
+    model: str, data_dir: Path, tmp_path: Path, stop_at_step: int, **extra
 ) -> None:
+    """``extra``: more options, over the defaults here."""
     options = dict(TINY, model=model, epochs=3, loss="dynamic", dropout=0.3, patience=5)
+    options.update(extra)
     dwrec.train(data_dir, out=tmp_path / "straight", quiet=True, **options)
 
     def ctrl_c(event, info):

@@ -94,6 +94,21 @@ class SequentialModel(nn.Module):
         numbers. A model with an auxiliary loss sets ``supports_multiprocess = False``."""
         return None
 
+    def second_stage_epochs(self) -> int:
+        """Epochs of a second training stage (``0``, the default: none). When the first stage
+        ends (``--epochs`` reached or early stopping), the trainer reloads the best weights
+        (``model.pt``), starts a fresh optimiser and patience count, and trains up to this
+        many more epochs on :meth:`second_stage_batches`; validation NDCG@10 keeps choosing
+        ``model.pt`` over both stages (:mod:`dwrec.train.stages`)."""
+        return 0
+
+    def second_stage_batches(
+        self, windows: torch.Tensor, batch_size: int, generator: torch.Generator
+    ) -> list[torch.Tensor]:
+        """One second-stage epoch: the training windows ``[U, L + 1]`` (every one, left-padded)
+        -> batches of window indices (each window once), drawn from ``generator`` only."""
+        raise NotImplementedError(f"{self.name} has no second training stage")
+
     def training_batch(self, windows: torch.Tensor, generator: torch.Generator) -> TrainingBatch:
         """Turn padded windows of tokens ``[B, L + 1]`` (left-padded with 0) into inputs and
         targets. Causal models shift by one; cloze models mask."""

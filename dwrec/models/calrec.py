@@ -20,6 +20,10 @@ so this is the closest small version (deviations in docs/models.md).
   from each other's negatives. The decoder is one causal transformer block that starts
   from the user state and predicts the target's text tokens one by one (teacher forcing),
   its output tied to the token embeddings.
+- Optional second stage (``stage2_epochs``, the paper's per-category fine-tuning after
+  training on all categories): after the normal run, more epochs from the best weights on
+  batches whose windows all end on items of one domain (:mod:`dwrec.models.stages`,
+  :mod:`dwrec.train.stages`); one model for every domain, not one per category.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dwrec.errors import UsageError
-from dwrec.models import augment, text
+from dwrec.models import augment, stages, text
 from dwrec.models.base import ModelConfig, SequentialModel, TrainingBatch, trim_leading_padding
 from dwrec.models.layers import (
     CAUSAL,
@@ -71,6 +75,19 @@ class CALRecConfig(ModelConfig):
     generation_weight: float = field(
         default=0.1, metadata={"help": "weight of the decoder's target-text generation loss"}
     )
+    stage2_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "epochs of a second stage after the first ends: from the best weights, "
+            "batches of one domain each (0: off)"
+        },
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        value = self.stage2_epochs
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UsageError(f"--stage2-epochs must be an integer >= 0 (0: off), got {value}")
 
 
 @register
@@ -83,6 +100,7 @@ class CALRec(SequentialModel):
 
     def __init__(self, n_items: int, config: ModelConfig):
         config = augment.model_config(config, CALRecConfig)
+        config.validate()
         super().__init__(n_items, config)
         for name in ("text_len", "vocab_size", "text_layers", "gen_len"):
             if getattr(config, name) <= 0:
@@ -114,6 +132,7 @@ class CALRec(SequentialModel):
         self._table_key: tuple | None = None
         self._train_forwards = 0
         self._groups: tuple[list[torch.Tensor], torch.Tensor] | None = None
+        self._item_domains: torch.Tensor | None = None  # bind_dataset: each item's group
 
     # -- data-dependent parts
 
@@ -124,6 +143,9 @@ class CALRec(SequentialModel):
                 f"calrec built for {self.n_items} items, dataset has {dataset.n_items}"
             )
         self.bind_texts(text.item_texts(dataset))
+        self._item_domains = stages.rarest_domains(
+            dataset.item_domain_indptr, dataset.item_domain_indices, len(dataset.domain_names)
+        )
 
     def bind_texts(self, texts: list[tuple[str, list[str]]]) -> None:
         """``(title, domains)`` per item -> buffers ``item_tokens [n_items, text_len]``
@@ -232,6 +254,21 @@ class CALRec(SequentialModel):
     def output_layer(self) -> torch.Tensor:
         """The item tower's last layer (shared by every item vector)."""
         return self.text_projection.weight
+
+    # -- the second stage (the paper's per-category fine-tuning; docs/models.md)
+
+    def second_stage_epochs(self) -> int:
+        return self.config.stage2_epochs
+
+    def second_stage_batches(
+        self, windows: torch.Tensor, batch_size: int, generator: torch.Generator
+    ) -> list[torch.Tensor]:
+        """Batches whose windows all end on items of one domain (the item's rarest,
+        :mod:`dwrec.models.stages`), so the in-batch InfoNCE negatives are same-domain."""
+        if self._item_domains is None:
+            raise RuntimeError("calrec's second stage needs bind_dataset(dataset) first")
+        groups = stages.window_groups(windows, self._item_domains)
+        return stages.grouped_batches(groups, batch_size, generator)
 
     # -- auxiliary losses
 

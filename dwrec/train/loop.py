@@ -21,13 +21,8 @@ from dwrec.io import provenance
 from dwrec.losses.base import ObjectiveInput
 from dwrec.models.base import SequentialModel, trim_leading_padding
 from dwrec.rundir import RunDir
-from dwrec.train import checkpoint, distributed
-from dwrec.train.batches import (
-    TrainingWindows,
-    batch_slices,
-    training_item_counts,
-    training_windows,
-)
+from dwrec.train import checkpoint, distributed, stages
+from dwrec.train.batches import TrainingWindows, training_item_counts, training_windows
 from dwrec.train.progress import TrainingDisplay
 from dwrec.train.setup import OpenRun
 from dwrec.train.steps import (
@@ -112,6 +107,8 @@ class Trainer:
         self.best_epoch = 0
         self.best_valid: dict[str, float] = {}
         self.patience_counter = 0
+        self.stage, self.stage_start = 1, 0  # dwrec.train.stages
+        stages.check_world(self.model, self.world)
         self.log: list[dict] = []
         self.stop_requested = False
         self.stop_vote = False  # several processes: Ctrl-C seen here, not yet agreed on
@@ -160,6 +157,8 @@ class Trainer:
         else:
             with graceful_interrupt(self):
                 while not self._done():
+                    if stages.advance(self):  # the second stage begins: resumable from here
+                        self._save_last()
                     self._train_epoch()
                     self._end_epoch()
                     if self.stop_requested and not self._done():
@@ -170,20 +169,19 @@ class Trainer:
     # -- steps and epochs
 
     def _done(self) -> bool:
-        settings = self.config.train
-        return self.epoch >= settings.epochs or self.patience_counter >= settings.patience
+        return stages.done(self)
 
     def _train_epoch(self) -> None:
-        settings = self.config.train
         if self.step_in_epoch == 0:
             self.epoch_start_state = self.data_generator.get_state()
         resumed_state = self.data_generator.get_state()
         self.data_generator.set_state(self.epoch_start_state)
-        slices = list(batch_slices(len(self.windows), settings.batch_size, self.data_generator))
+        slices = stages.epoch_batches(self)
         if self.step_in_epoch > 0:  # mid-epoch resume: same permutation, then the saved state
             self.data_generator.set_state(resumed_state)
         self.model.train()
-        self.display.start_epoch(self.epoch + 1, settings.epochs, len(slices), self.step_in_epoch)
+        total = stages.planned_epochs(self)
+        self.display.start_epoch(self.epoch + 1, total, len(slices), self.step_in_epoch)
         self.epoch_clock = time.perf_counter()
         sequences_this_session = 0
         pending = None
@@ -319,6 +317,7 @@ class Trainer:
             "seconds": seconds,
             "sequences_per_s": self.epoch_sequences_session / max(seconds, 1e-9),
             "positions_per_s": self.epoch_positions / max(seconds, 1e-9),
+            **stages.saved(self),
         }
         improved = valid["ndcg@10"] > self.best_metric
         if improved:
@@ -424,6 +423,7 @@ class Trainer:
             "rng": checkpoint.rng_states(self.data_generator, self.sampling_generator),
             "epoch_start_state": self.epoch_start_state,
             **{name: getattr(self, name) for name in checkpoint.PROGRESS},
+            **stages.saved(self),
             "dataset_fingerprint": self.run_info.dataset.fingerprint,
         }
         if self.world.enabled:  # every rank takes part in the gather; rank 0 writes
@@ -449,6 +449,7 @@ class Trainer:
         self.epoch_start_state = state["epoch_start_state"]
         for name in checkpoint.PROGRESS:
             setattr(self, name, state[name])
+        stages.restore(self, state)
         records = RunDir(self.run_info.run_dir).read_log()
         self.log = [r for r in records if r["epoch"] <= self.epoch]
 
