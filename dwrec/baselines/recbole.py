@@ -15,8 +15,11 @@ Protocol differences that this harness removes (so both libraries see the same t
   (for validation too, so early stopping sees the same metric) and ranks with dwrec's tie
   rule (equal scores: smaller dwrec item id first).
 * **Checkpoint reload.** torch >= 2.6 loads with ``weights_only=True`` by default, which
-  RecBole 1.2.1's checkpoints (they pickle the config) fail; the driver runs with
-  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, affecting only the RecBole subprocess.
+  RecBole 1.2.1's checkpoints (they pickle the config) fail, so its
+  ``evaluate(load_best_model=True)`` breaks. The driver never asks RecBole to reload: it
+  loads the best checkpoint itself, the file its own fit wrote, with
+  ``weights_only=False`` (trusted; an explicit argument, independent of environment
+  variables), checks it is the best validation epoch, and evaluates that model.
 
 Differences that remain, and are reported: RecBole trains one sample per prefix of each
 training sequence (loss at the last position only), dwrec one window per user (loss at
@@ -337,7 +340,6 @@ def _prepare_run(
     env = dict(os.environ)
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[variable] = str(threads)
-    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     spec = {
         "name": name,
         "threads": threads,
