@@ -193,7 +193,9 @@ def run_recbole(
     Progress lines go to stderr. Returns the driver's result: ``valid`` and ``test``
     (history-masked ``recall@10``, ``ndcg@10``, ``mrr@10`` from dwrec-rule ranks),
     ``test_recbole_masked`` / ``test_recbole_unmasked`` (RecBole's own evaluator),
-    ``epochs_run``, ``best_epoch``, ``train_wall_seconds`` (fit, incl. validation),
+    ``epochs_run``, ``best_epoch``, ``valid_log`` (per epoch: RecBole's validation metrics,
+    history-masked, and ``wall_seconds``, the time since fit began at the end of that epoch's
+    validation and checkpoint), ``train_wall_seconds`` (fit, incl. validation),
     ``epoch_train_seconds`` and ``epoch_valid_seconds`` (lists), ``train_samples`` (prefix
     samples), ``train_batches_per_epoch``, ``test_eval_seconds`` (one full-sort pass over
     the test users, masked, RecBole's evaluator) and ``test_eval_seconds_unmasked``,
