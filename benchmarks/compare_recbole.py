@@ -1,12 +1,18 @@
 """dwrec's SASRec against RecBole's SASRec, both with full cross-entropy, in one run.
 
 Both train on the same interactions, the same leave-one-out split and the same
-hyperparameters, and are evaluated with full ranking, the user's history masked and ties
-broken by the smaller item id (RecBole's scores are re-ranked by the harness, see
-``dwrec/baselines/recbole.py``). Prints a markdown table: HR@10 and NDCG@10 of each, their ratio, a paired
-test over the test cases, epochs, training time per epoch and in all, one full-sort
-evaluation pass, the machine and the command.
+hyperparameters until early stopping on validation NDCG@10 (same patience), and are
+evaluated with full ranking, the user's history masked and ties broken by the smaller item
+id (RecBole's scores are re-ranked by the harness, see ``dwrec/baselines/recbole.py``);
+the test metrics are those of each side's best validation epoch. An epoch is one pass over
+each side's own training samples (dwrec: one window per user; RecBole: every prefix of
+every training sequence), followed by one full validation pass. Prints a markdown report:
+HR@10 and NDCG@10 of each, their ratio, a paired test over the test cases, epochs, training
+time per epoch and in all, one full-sort evaluation pass, each side's validation curve
+(cumulative wall time, NDCG@10), the wall time each takes to first reach RecBole's best
+validation NDCG@10 (``dwrec/baselines/convergence.py``), the machine and the command.
 
+    .venv/bin/python benchmarks/compare_recbole.py --dataset ml-100k --max-len 50
     .venv/bin/python benchmarks/compare_recbole.py                 # ML-1M excerpt, 5-core
     .venv/bin/python benchmarks/compare_recbole.py --dataset-dir DIR --epochs 2 --threads 1
 
@@ -27,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from dwrec.baselines import convergence
 from dwrec.baselines import recbole as harness
 from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.export import export_recbole
@@ -35,17 +42,23 @@ from dwrec.errors import DwrecError
 from dwrec.io import atomic_path, provenance, read_parquet, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_ML1M = REPO.parent / "shared" / "data" / "ml-1m"
+SHARED_DATA = REPO.parent / "shared" / "data"
+# --dataset NAME: the folder under ../shared/data and dwrec's dataset name; both are 5-core.
+DATASETS = {"ml-1m": "movielens-1m", "ml-100k": "movielens-100k"}
 DEFAULT_WORK = REPO / ".bench" / "recbole-compare"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--dataset-dir",
-        type=Path,
-        help="a prepared dwrec dataset (default: the ML-1M excerpt in ../shared/data, 5-core)",
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        default="ml-1m",
+        help="the files in ../shared/data/NAME, prepared iterative 5-core (default: ml-1m, "
+        "the ML-1M excerpt)",
     )
+    which.add_argument("--dataset-dir", type=Path, help="a prepared dwrec dataset instead")
     parser.add_argument("--epochs", type=int, default=100, help="at most this many epochs")
     parser.add_argument(
         "--patience", type=int, default=5, help="stop after this many epochs without gain"
@@ -78,16 +91,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def default_dataset(work: Path) -> Path:
-    """The ML-1M excerpt of ../shared/data, iterative 5-core (prepared once, then reused)."""
+def shared_dataset(work: Path, folder: str) -> Path:
+    """``../shared/data/<folder>``, iterative 5-core (prepared once, then reused)."""
     import dwrec
 
-    if not SHARED_ML1M.is_dir():
-        raise DwrecError(f"{SHARED_ML1M} not found: pass --dataset-dir of a prepared dataset")
+    source = SHARED_DATA / folder
+    if not source.is_dir():
+        raise DwrecError(f"{source} not found: pass --dataset-dir of a prepared dataset")
     result = dwrec.prepare(
-        "movielens-1m",
-        source=SHARED_ML1M,
-        out=work / "datasets" / "movielens-1m-5core",
+        DATASETS[folder],
+        source=source,
+        out=work / "datasets" / f"{DATASETS[folder]}-5core",
         min_user_interactions=5,
         min_item_interactions=5,
     )
@@ -106,6 +120,12 @@ def run_dwrec(args: argparse.Namespace, dataset_dir: Path) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     run_dir = args.work / "runs" / f"dwrec-sasrec-ce-s{args.seed}-{time.strftime('%Y%m%d%H%M%S')}"
+    epoch_walls: list[float] = []
+
+    def at_event(event: str, info: dict) -> None:
+        if event == "epoch":  # after validation and the checkpoints of that epoch
+            epoch_walls.append(time.perf_counter() - started)
+
     started = time.perf_counter()
     trained = dwrec.train(
         str(dataset_dir),
@@ -113,6 +133,7 @@ def run_dwrec(args: argparse.Namespace, dataset_dir: Path) -> dict[str, Any]:
         loss="ce",
         out=run_dir,
         quiet=True,
+        callback=at_event,
         epochs=args.epochs,
         patience=args.patience,
         seed=args.seed,
@@ -138,6 +159,10 @@ def run_dwrec(args: argparse.Namespace, dataset_dir: Path) -> dict[str, Any]:
         "best_epoch": trained.best_epoch,
         "train_wall_seconds": train_wall,
         "epoch_train_seconds": [record["seconds"] for record in log],
+        "curve": {
+            "wall_seconds": epoch_walls,
+            "ndcg@10": [record["valid"]["ndcg@10"] for record in log],
+        },
         "test_eval_seconds": evaluated["seconds"],
         "per_case": {
             "user": per_user["user_id"],
@@ -150,7 +175,8 @@ def run_dwrec(args: argparse.Namespace, dataset_dir: Path) -> dict[str, Any]:
 
 def run_recbole_side(args: argparse.Namespace, dataset_dir: Path) -> dict[str, Any]:
     harness.ensure_venv(args.venv)
-    atomic_dir = export_recbole(dataset_dir, args.work / "atomic", "dwrec_export")
+    fingerprint = load_dataset(dataset_dir).fingerprint
+    atomic_dir = export_recbole(dataset_dir, args.work / "atomic" / fingerprint, "dwrec_export")
     config = harness.sasrec_config(
         epochs=args.epochs,
         patience=args.patience,
@@ -214,6 +240,70 @@ def paired_ndcg(dwrec_cases: dict, recbole_cases: dict) -> dict[str, Any]:
     differences = ndcg_at_k(np.array(ours), 10) - ndcg_at_k(np.array(theirs), 10)
     test = paired_test(differences, "wilcoxon")
     return {"n": len(differences), "mean_difference": float(differences.mean()), "p": test.p}
+
+
+def curves(ours: dict, theirs: dict) -> dict[str, list[convergence.Point]]:
+    """Each side's validation curve: cumulative wall time and NDCG@10 after every epoch."""
+    log = theirs["valid_log"]
+    return {
+        "dwrec": convergence.curve(ours["curve"]["wall_seconds"], ours["curve"]["ndcg@10"]),
+        "RecBole": convergence.curve(
+            [entry["wall_seconds"] for entry in log], [entry["ndcg@10"] for entry in log]
+        ),
+    }
+
+
+def time_to_target(points: dict[str, list[convergence.Point]], data_seconds: float) -> list[str]:
+    """Markdown: the wall time each side takes to first reach RecBole's best valid NDCG@10
+    (and, when dwrec's best is lower, the lower of the two bests, which both reach)."""
+    bests = {side: convergence.best(curve).ndcg for side, curve in points.items()}
+    targets = [("RecBole's best", bests["RecBole"])]
+    if bests["dwrec"] < bests["RecBole"]:
+        targets.append(("the lower best (dwrec's)", bests["dwrec"]))
+    lines = [
+        "Wall time to first reach a validation NDCG@10, counted from the start of training "
+        "(dwrec: the `dwrec.train` call, its data loading and model building included; "
+        f"RecBole: `Trainer.fit`, its data preparation, {data_seconds:.1f} s, excluded), "
+        "validation and checkpoints included. Validation runs once per epoch, so the target "
+        "was crossed between the previous validation and this one:",
+        "",
+        "| target valid NDCG@10 | side | epoch | wall time (s) | previous validation (s) "
+        "| RecBole / dwrec at these validations |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for label, target in targets:
+        reached = {side: convergence.time_to_reach(c, target) for side, c in points.items()}
+        ratio = "n/a"
+        ours, theirs = reached["dwrec"], reached["RecBole"]
+        if ours is not None and theirs is not None:
+            # each crossed the target between two validations: the ratio's possible range
+            low = theirs.wall_seconds_before / ours.wall_seconds
+            high = (
+                f"{theirs.wall_seconds / ours.wall_seconds_before:.1f}x"
+                if ours.wall_seconds_before > 0
+                else "unbounded"
+            )
+            ratio = (
+                f"**{theirs.wall_seconds / ours.wall_seconds:.1f}x** (crossed between "
+                f"validations: {low:.1f}x to {high})"
+            )
+        for side, hit in reached.items():
+            head = f"| {label}: {target:.4f} | {side} |"
+            if hit is None:
+                lines.append(
+                    f"{head} not reached in {len(points[side])} epochs (best "
+                    f"{bests[side]:.4f}) | | | {ratio if side == 'dwrec' else ''} |"
+                )
+            else:
+                lines.append(
+                    f"{head} {hit.epoch} | {hit.wall_seconds:.1f} | "
+                    f"{hit.wall_seconds_before:.1f} | {ratio if side == 'dwrec' else ''} |"
+                )
+    lines += ["", "Curves (epoch: cumulative wall s, valid NDCG@10):", ""]
+    for side, curve in points.items():
+        pairs = "; ".join(f"{p.epoch}: {p.wall_seconds:.0f}, {p.ndcg:.4f}" for p in curve)
+        lines.append(f"- {side}: {pairs}")
+    return lines
 
 
 def machine() -> str:
@@ -290,11 +380,20 @@ def render(args, dataset: Dataset, ours: dict, theirs: dict, command: str) -> st
         "",
         *table,
         "",
+        "Stopped by patience (else by the epoch cap, i.e. not converged): "
+        + ", ".join(
+            f"{side} {'yes' if run['epochs_run'] - run['best_epoch'] >= args.patience else 'NO'}"
+            for side, run in (("dwrec", ours), ("RecBole", theirs))
+        )
+        + ".",
+        "",
         f"Paired over the {pair['n']:,} test cases: mean NDCG@10 difference (dwrec - RecBole) "
         f"{pair['mean_difference']:+.4f}, Wilcoxon signed-rank p = {pair['p']:.3g}.",
         "",
         f"RecBole's own protocol (no history masking) on the same model: HR@10 "
         f"{unmasked['recall@10']:.4f}, NDCG@10 {unmasked['ndcg@10']:.4f}.",
+        "",
+        *time_to_target(curves(ours, theirs), theirs["data_seconds"]),
         "",
         "Differences that remain: RecBole trains one sample per prefix of each training "
         "sequence (loss at its last position), dwrec one window per user (loss at every "
@@ -320,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python " + shlex.join([str(Path(sys.argv[0])), *(argv or sys.argv[1:])])
     try:
         args.work.mkdir(parents=True, exist_ok=True)
-        dataset_dir = args.dataset_dir or default_dataset(args.work)
+        dataset_dir = args.dataset_dir or shared_dataset(args.work, args.dataset)
         dataset = load_dataset(dataset_dir)
         print(f"dataset {dataset.name} at {dataset_dir}", file=sys.stderr)
         print("RecBole SASRec ...", file=sys.stderr)

@@ -15,8 +15,11 @@ Protocol differences that this harness removes (so both libraries see the same t
   (for validation too, so early stopping sees the same metric) and ranks with dwrec's tie
   rule (equal scores: smaller dwrec item id first).
 * **Checkpoint reload.** torch >= 2.6 loads with ``weights_only=True`` by default, which
-  RecBole 1.2.1's checkpoints (they pickle the config) fail; the driver runs with
-  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, affecting only the RecBole subprocess.
+  RecBole 1.2.1's checkpoints (they pickle the config) fail, so its
+  ``evaluate(load_best_model=True)`` breaks. The driver never asks RecBole to reload: it
+  loads the best checkpoint itself, the file its own fit wrote, with
+  ``weights_only=False`` (trusted; an explicit argument, independent of environment
+  variables), checks it is the best validation epoch, and evaluates that model.
 
 Differences that remain, and are reported: RecBole trains one sample per prefix of each
 training sequence (loss at the last position only), dwrec one window per user (loss at
@@ -190,7 +193,9 @@ def run_recbole(
     Progress lines go to stderr. Returns the driver's result: ``valid`` and ``test``
     (history-masked ``recall@10``, ``ndcg@10``, ``mrr@10`` from dwrec-rule ranks),
     ``test_recbole_masked`` / ``test_recbole_unmasked`` (RecBole's own evaluator),
-    ``epochs_run``, ``best_epoch``, ``train_wall_seconds`` (fit, incl. validation),
+    ``epochs_run``, ``best_epoch``, ``valid_log`` (per epoch: RecBole's validation metrics,
+    history-masked, and ``wall_seconds``, the time since fit began at the end of that epoch's
+    validation and checkpoint), ``train_wall_seconds`` (fit, incl. validation),
     ``epoch_train_seconds`` and ``epoch_valid_seconds`` (lists), ``train_samples`` (prefix
     samples), ``train_batches_per_epoch``, ``test_eval_seconds`` (one full-sort pass over
     the test users, masked, RecBole's evaluator) and ``test_eval_seconds_unmasked``,
@@ -337,7 +342,6 @@ def _prepare_run(
     env = dict(os.environ)
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[variable] = str(threads)
-    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     spec = {
         "name": name,
         "threads": threads,

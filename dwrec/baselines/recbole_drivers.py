@@ -15,7 +15,6 @@ import warnings
 
 # RecBole 1.2.1 on current pandas/torch: deprecation notices on every run, not errors.
 warnings.filterwarnings("ignore", category=FutureWarning)
-warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*")
 
 import numpy as np
 import recbole
@@ -42,6 +41,7 @@ class HarnessTrainer(Trainer):
         self.mask_history = True
         self.records = None
         self.epoch_train_seconds, self.epoch_valid_seconds, self.valid_log = [], [], []
+        self.fit_started = None
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         started = time.perf_counter()
@@ -61,6 +61,11 @@ class HarnessTrainer(Trainer):
             f"valid {self.epoch_valid_seconds[-1]:.1f}s, {self.valid_metric} {score:.4f}"
         )
         return score, result
+
+    def end_of_epoch(self, epoch_idx, valid_score):
+        """fit's callback_fn, called after each validation (and checkpoint save): the
+        cumulative wall time since fit began."""
+        self.valid_log[-1]["wall_seconds"] = time.perf_counter() - self.fit_started
 
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
@@ -142,11 +147,26 @@ def load_spec(spec_path):
     return spec, config
 
 
-def evaluate_pass(trainer, loader, phase, load_best):
+def load_best(trainer):
+    """The best checkpoint fit saved, into the model.
+
+    RecBole 1.2.1's ``evaluate(load_best_model=True)`` calls ``torch.load`` with torch's
+    default ``weights_only``, True since torch 2.6, and its checkpoint (it pickles the
+    Config) fails to load that way. The file is the one this process wrote during fit, so
+    it is trusted and loaded with ``weights_only=False``; every evaluation then runs with
+    ``load_best_model=False``.
+    """
+    checkpoint = torch.load(trainer.saved_model_file, map_location=trainer.device, weights_only=False)
+    trainer.model.load_state_dict(checkpoint["state_dict"])
+    trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
+    return checkpoint["epoch"] + 1  # RecBole counts epochs from 0
+
+
+def evaluate_pass(trainer, loader, phase):
     trainer.phase = phase
     trainer.records = []
     started = time.perf_counter()
-    result = trainer.evaluate(loader, load_best_model=load_best)
+    result = trainer.evaluate(loader, load_best_model=False)
     seconds = time.perf_counter() - started
     users = np.concatenate([r[0] for r in trainer.records])
     targets = np.concatenate([r[1] for r in trainer.records])
@@ -179,16 +199,21 @@ def main(spec_path, result_path):
 
     model = SASRec(config, train_data._dataset).to(config["device"])
     trainer = HarnessTrainer(config, model, histories, dwrec_item_ids)
-    started = time.perf_counter()
-    best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    trainer.fit_started = started = time.perf_counter()
+    best_score, best_valid = trainer.fit(
+        train_data, valid_data, saved=True, show_progress=False, callback_fn=trainer.end_of_epoch
+    )
     train_wall = time.perf_counter() - started
 
     scores = [entry[config["valid_metric"].lower()] for entry in trainer.valid_log]
     best_epoch = max(i for i, s in enumerate(scores) if s == max(scores)) + 1  # RecBole: >=
-    valid_ranks = evaluate_pass(trainer, valid_data, "valid", True)[4]
-    masked, seconds, users, targets, ranks = evaluate_pass(trainer, test_data, "test", False)
+    checkpoint_epoch = load_best(trainer)
+    if checkpoint_epoch != best_epoch:
+        raise SystemExit(f"best checkpoint is epoch {checkpoint_epoch}, best valid {best_epoch}")
+    valid_ranks = evaluate_pass(trainer, valid_data, "valid")[4]
+    masked, seconds, users, targets, ranks = evaluate_pass(trainer, test_data, "test")
     trainer.mask_history = False
-    unmasked, seconds_unmasked, *_ = evaluate_pass(trainer, test_data, "test", False)
+    unmasked, seconds_unmasked, *_ = evaluate_pass(trainer, test_data, "test")
     result = {
         "valid": metrics_from_ranks(valid_ranks),
         "test": metrics_from_ranks(ranks),
@@ -363,7 +388,7 @@ def main(spec_path):
             send({"seconds": time.perf_counter() - started})
         elif op == "eval":
             _, seconds, _, _, ranks = evaluate_pass(
-                trainer, loaders[request["split"]], request["split"], False
+                trainer, loaders[request["split"]], request["split"]
             )
             send({"seconds": seconds, **metrics_from_ranks(ranks)})
         elif op == "rss":
