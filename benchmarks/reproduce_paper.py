@@ -11,13 +11,13 @@ Budgets (``--budget``):
   competitors at hidden 32, one block (two on ML-1M), sequence length 50 on ML-1M and Last.fm
   and 20 on the S3-Rec Amazon and Yelp sets (their median user has about 6 interactions),
   PinnerFormer at hidden 32, one block, 256 sampled negatives. The total is printed before
-  anything trains (measured steps x 30 expected epochs per run). Measured on a 2-core EPYC
-  at load average 13 (``--dry-run --threads 1``), the 165 trainings of the groups dwrec had
-  then: about 13 h at the CPU time per step (an idle machine, one thread: ML-1M 1h32m,
-  HetRec Last.fm 24 min, S3-Rec Last.fm 20 min, Beauty 3h13m, Yelp 7h35m; Yelp's
-  full-softmax SASRec over 20,033 items dominates), so about 8-9 h with ``--threads 2`` on
-  an idle machine if two threads give the usual 1.5x (not measured: the machine was
-  loaded). The competitors add their own runs once installed.
+  anything trains: measured steps x 60 expected epochs per run (the first ML-1M runs
+  stopped early after 59-70 epochs: SASRec generic and fixed 59 and 60, SIGMA 59, CALRec
+  70, each with patience 10). On a 2-core EPYC with ``--threads 2``, the 240 trainings take
+  about 22 h of an idle machine (the dry run's CPU time per step: ML-1M 2h30m, HetRec
+  Last.fm 45 min, S3-Rec Last.fm 40 min, Beauty 5h55m, Yelp 12h20m; Yelp's full-softmax
+  models over 20,033 items and the competitors dominate), so it runs over several sessions:
+  stop it at any time and run it again.
 - ``full``: for a GPU: the paper's model sizes (hidden 64, two blocks, length 200 on ML-1M
   and Last.fm, 50 on S3-Rec) and S3-Rec Sports and Toys as well.
 
@@ -190,7 +190,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "quick": {"datasets": ("ml-1m", "ml-100k", "lastfm"), "seeds": 1, "patience": 3,
               "epochs": {"ml-1m": 8, "*": 15}, "expected_epochs": 8},
     "standard": {"datasets": ("ml-1m", "lastfm", "s3rec-lastfm", "s3rec-beauty", "s3rec-yelp"),
-                 "seeds": 3, "epochs": {"*": 200}, "patience": 10, "expected_epochs": 30},
+                 "seeds": 3, "epochs": {"*": 200}, "patience": 10, "expected_epochs": 60},
     "full": {"datasets": ("ml-1m", "lastfm", "s3rec-lastfm", "s3rec-beauty", "s3rec-sports",
                           "s3rec-toys", "s3rec-yelp"),
              "seeds": 3, "epochs": {"*": 400}, "patience": 10, "expected_epochs": 40},
