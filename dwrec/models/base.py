@@ -71,6 +71,9 @@ class SequentialModel(nn.Module):
     supports_multiprocess: ClassVar[bool] = True
     """``False`` for a model whose :meth:`auxiliary_loss` needs the whole batch: the trainer
     then refuses ``--nproc > 1``."""
+    deviation: ClassVar[str] = ""
+    """How dwrec's version departs from the published model, in one sentence (empty: none
+    known); ``dwrec report`` prints it under every table that shows the model."""
 
     def __init__(self, n_items: int, config: ModelConfig):
         super().__init__()

@@ -97,6 +97,12 @@ class CALRec(SequentialModel):
     name = "calrec"
     config_class: ClassVar = CALRecConfig
     supports_multiprocess: ClassVar[bool] = False
+    deviation: ClassVar[str] = (
+        "no pretrained LLM: a small text transformer trained from scratch on the dataset's own "
+        "item text; ranking by dot product over the catalogue instead of BM25 over generated "
+        "text; the per-category stage (--stage2-epochs, off by default) fine-tunes one model "
+        "on single-domain batches, not one copy per category (docs/models.md)"
+    )
 
     def __init__(self, n_items: int, config: ModelConfig):
         config = augment.model_config(config, CALRecConfig)

@@ -284,6 +284,11 @@ class SIGMA(ItemTableScores, SequentialModel):
     name = "sigma"
     config_class: ClassVar[type] = SigmaConfig
     supports_multiprocess: ClassVar[bool] = True
+    deviation: ClassVar[str] = (
+        "selective scan in PyTorch (no fused mamba-ssm kernel); every position trained as its "
+        "own prefix's last position in one pass; the paper's second gate, not the official "
+        "code's; padding never flipped (docs/models.md)"
+    )
 
     @staticmethod
     def default_config() -> ModelConfig:

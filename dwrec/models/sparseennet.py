@@ -70,6 +70,10 @@ class SparseEnNet(SASRec):
     name = "sparseennet"
     config_class: ClassVar = SparseEnNetConfig
     supports_multiprocess: ClassVar[bool] = False
+    deviation: ClassVar[str] = (
+        "no public code: built on dwrec's SASRec encoder from the paper's description; "
+        "constants the paper does not give chosen on ML-100K validation (docs/models.md)"
+    )
 
     def __init__(self, n_items: int, config: ModelConfig):
         config = augment.model_config(config, SparseEnNetConfig)

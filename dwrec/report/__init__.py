@@ -254,6 +254,19 @@ def _groups_text(groups: Sequence[runs_module.RunGroup]) -> str:
     return "; ".join(info.description for info in _group_infos(groups))
 
 
+def _deviation_notes(groups: Sequence[runs_module.RunGroup]) -> list[str]:
+    """One note per model shown whose dwrec version departs from the published one."""
+    from dwrec.models.registry import model_class, model_names
+
+    known = set(model_names())
+    models = dict.fromkeys(str(g.runs[0].config.get("model", {}).get("name")) for g in groups)
+    return [
+        f"Model {name}: dwrec's version deviates from the original: {deviation}."
+        for name in models
+        if name in known and (deviation := model_class(name).deviation)
+    ]
+
+
 def _family_notes(table: CohortTable, settings: Settings) -> list[str]:
     how = {
         "holm": "Holm-corrected",
@@ -308,6 +321,7 @@ def _footnotes(table, settings, groups, reference, case_table, differences) -> l
     dataset = reference.metrics.get("dataset", {})
     notes = [
         f"Groups: {_groups_text(groups)}.",
+        *_deviation_notes(groups),
         f"Cohort {table.cohort}: {COHORT_MEANING[table.cohort]}; overall: every test case.",
         "Values: mean over seeds ± std over seeds (ddof 1; no spread with one seed).",
         ci,
