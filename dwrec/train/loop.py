@@ -25,6 +25,7 @@ from dwrec.train import checkpoint, distributed
 from dwrec.train.batches import (
     TrainingWindows,
     batch_slices,
+    n_batches,
     training_item_counts,
     training_windows,
 )
@@ -35,6 +36,7 @@ from dwrec.train.steps import (
     build_optimizer,
     domain_shares,
     graceful_interrupt,
+    learning_rate,
     rounded,
     seed_everything,
     to_device,
@@ -101,6 +103,8 @@ class Trainer:
             if self.model.trainable
             else None
         )
+        # the schedule's horizon, fixed here (a resume restores it, whatever its --epochs)
+        self.schedule_steps = settings.epochs * n_batches(len(self.windows), settings.batch_size)
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0
         self.global_step = 0
@@ -264,6 +268,7 @@ class Trainer:
                 loss = loss * (scale * factor).to(loss.dtype)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._set_learning_rate()
         self.optimizer.step()
         if batch_positives is None:
             self.weighting.update(positives)
@@ -272,6 +277,19 @@ class Trainer:
         self.weighting.update(batch_positives)
         reduced = distributed.reduce_step(self.world, loss, self.stop_vote)
         return reduced, int(batch_positives.shape[0])
+
+    def _set_learning_rate(self) -> None:
+        """The rate of step ``global_step`` (:func:`~dwrec.train.steps.learning_rate`)."""
+        settings = self.config.train
+        rate = learning_rate(
+            self.global_step,
+            settings.lr,
+            settings.lr_schedule,
+            settings.warmup_steps,
+            self.schedule_steps,
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
 
     def _account(self, loss: torch.Tensor, n_positions: int, window_index, step: int) -> None:
         if self.world.enabled:  # [global loss, stop votes]: the same numbers on every rank
@@ -319,6 +337,7 @@ class Trainer:
             "seconds": seconds,
             "sequences_per_s": self.epoch_sequences_session / max(seconds, 1e-9),
             "positions_per_s": self.epoch_positions / max(seconds, 1e-9),
+            "lr": self.optimizer.param_groups[0]["lr"],
         }
         improved = valid["ndcg@10"] > self.best_metric
         if improved:
@@ -423,6 +442,7 @@ class Trainer:
             "weighting_state": checkpoint.to_saveable(self.weighting.state_dict()),
             "rng": checkpoint.rng_states(self.data_generator, self.sampling_generator),
             "epoch_start_state": self.epoch_start_state,
+            "schedule_steps": self.schedule_steps,
             **{name: getattr(self, name) for name in checkpoint.PROGRESS},
             "dataset_fingerprint": self.run_info.dataset.fingerprint,
         }
@@ -447,6 +467,7 @@ class Trainer:
             else:  # resumed with another --nproc: fresh streams for this rank
                 self._own_random_streams()
         self.epoch_start_state = state["epoch_start_state"]
+        self.schedule_steps = state.get("schedule_steps", self.schedule_steps)
         for name in checkpoint.PROGRESS:
             setattr(self, name, state[name])
         records = RunDir(self.run_info.run_dir).read_log()
