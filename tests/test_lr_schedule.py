@@ -136,3 +136,31 @@ def test_help_lists_the_options(capsys):
     assert main(["train", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--lr-schedule" in text and "--warmup-steps" in text
+
+
+def test_runs_that_predate_the_options_match_new_runs_in_a_report(data_dir, tmp_path):
+    """A run whose config.json lacks lr_schedule / warmup_steps (written before they existed)
+    reads back with the values it trained with, so `dwrec report` pools it with a new run
+    of the same settings (a seed of a reproduction trained before the upgrade)."""
+    from dwrec.rundir import RunDir
+
+    options = dict(TINY, epochs=1, quiet=True, loss="generic")
+    for seed in (0, 1):
+        dwrec.train(data_dir, out=tmp_path / f"s{seed}", seed=seed, **options)
+        dwrec.train(data_dir, out=tmp_path / f"d{seed}", seed=seed, **dict(options, loss="dynamic"))
+    for run in ("s0", "d0"):  # as written before the options existed
+        path = tmp_path / run / "config.json"
+        saved = json.loads(path.read_text())
+        for key in ("lr_schedule", "warmup_steps"):
+            del saved["train"][key]
+        path.write_text(json.dumps(saved))
+        assert RunDir(tmp_path / run).read_config()["train"]["lr_schedule"] == "constant"
+    runs = [tmp_path / name for name in ("s0", "s1", "d0", "d1")]
+    for run in runs:
+        dwrec.evaluate(run, device="cpu")
+    result = dwrec.report(runs, bootstrap=10, permutations=10)
+    assert result is not None
+    dwrec.train(data_dir, out=tmp_path / "w", seed=2, warmup_steps=2, **options)
+    dwrec.evaluate(tmp_path / "w", device="cpu")
+    with pytest.raises(UsageError, match="warmup_steps"):  # a real difference still counts
+        dwrec.report([*runs, tmp_path / "w"], bootstrap=10, permutations=10)

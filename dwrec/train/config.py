@@ -28,6 +28,7 @@ from dwrec.data.split import SCHEMES
 from dwrec.errors import DataFormatError, UsageError
 from dwrec.losses.config import LossConfig
 from dwrec.models.base import ModelConfig
+from dwrec.rundir import TRAIN_KEYS_ADDED
 from dwrec.train.steps import SCHEDULES
 
 
@@ -372,9 +373,8 @@ def from_saved(saved: dict) -> RunConfig:
     name = model.pop("name")
     train = dict(saved["train"])
     train["split"] = saved["split"]["scheme"]
-    # runs saved before these options existed trained without a schedule
-    train.setdefault("lr_schedule", "constant")
-    train.setdefault("warmup_steps", 0)
+    for key, value in TRAIN_KEYS_ADDED.items():  # options the saved run predates
+        train.setdefault(key, value)
     known_train = {f.name for f in dataclasses.fields(TrainConfig)}
     return RunConfig(
         model_name=name,
