@@ -245,3 +245,14 @@ def test_the_switch_writes_last_pt_so_a_hard_kill_after_it_resumes_exactly(data_
         a = torch.load(tmp_path / "straight" / name, weights_only=True)["model_state"]
         b = torch.load(tmp_path / "killed" / name, weights_only=True)["model_state"]
         assert states_equal(a, b), name
+
+
+def test_a_decaying_schedule_with_a_second_stage_is_refused(data_dir, tmp_path, capsys):
+    # the decay reaches 0 at --epochs: a second stage after a full first one would not train
+    argv = ["train", "--dataset", str(data_dir), "--model", "calrec", "--out"]
+    bad = [*argv, str(tmp_path / "bad"), "--stage2-epochs", "2", "--lr-schedule", "cosine"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "--lr-schedule cosine" in err and "second stage" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()

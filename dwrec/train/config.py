@@ -28,6 +28,8 @@ from dwrec.data.split import SCHEMES
 from dwrec.errors import DataFormatError, UsageError
 from dwrec.losses.config import LossConfig
 from dwrec.models.base import ModelConfig
+from dwrec.rundir import TRAIN_KEYS_ADDED
+from dwrec.train.steps import SCHEDULES
 
 
 @dataclass
@@ -39,6 +41,17 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(
         default=0.0, metadata={"help": "AdamW weight decay on matrices", "default_text": "0"}
+    )
+    lr_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "Learning rate after warm-up: constant, or linear / cosine decay to 0 "
+            "at the end of --epochs (the horizon is fixed when the run starts)"
+        },
+    )
+    warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Optimiser steps of linear learning-rate warm-up from 0 to --lr"},
     )
     seed: int = field(default=0, metadata={"help": "Random seed"})
     patience: int = field(
@@ -60,6 +73,7 @@ class TrainConfig:
             ("--epochs", self.epochs, 1),
             ("--batch-size", self.batch_size, 1),
             ("--patience", self.patience, 1),
+            ("--warmup-steps", self.warmup_steps, 0),
             ("--eval-batch-size", self.eval_batch_size, 1),
         ):
             if value < low:
@@ -68,6 +82,10 @@ class TrainConfig:
             raise UsageError(f"--lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise UsageError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.lr_schedule not in SCHEDULES:
+            raise UsageError(
+                f"--lr-schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}"
+            )
         if self.split not in SCHEMES:
             raise UsageError(f"--split must be one of {', '.join(SCHEMES)}, got {self.split!r}")
         device = self.device
@@ -355,6 +373,8 @@ def from_saved(saved: dict) -> RunConfig:
     name = model.pop("name")
     train = dict(saved["train"])
     train["split"] = saved["split"]["scheme"]
+    for key, value in TRAIN_KEYS_ADDED.items():  # options the saved run predates
+        train.setdefault(key, value)
     known_train = {f.name for f in dataclasses.fields(TrainConfig)}
     return RunConfig(
         model_name=name,

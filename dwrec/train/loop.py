@@ -22,7 +22,12 @@ from dwrec.losses.base import ObjectiveInput
 from dwrec.models.base import SequentialModel, trim_leading_padding
 from dwrec.rundir import RunDir
 from dwrec.train import checkpoint, distributed, stages
-from dwrec.train.batches import TrainingWindows, training_item_counts, training_windows
+from dwrec.train.batches import (
+    TrainingWindows,
+    n_batches,
+    training_item_counts,
+    training_windows,
+)
 from dwrec.train.progress import TrainingDisplay
 from dwrec.train.setup import OpenRun
 from dwrec.train.steps import (
@@ -30,6 +35,7 @@ from dwrec.train.steps import (
     build_optimizer,
     domain_shares,
     graceful_interrupt,
+    learning_rate,
     rounded,
     seed_everything,
     to_device,
@@ -96,6 +102,8 @@ class Trainer:
             if self.model.trainable
             else None
         )
+        # the schedule's horizon, fixed here (a resume restores it, whatever its --epochs)
+        self.schedule_steps = settings.epochs * n_batches(len(self.windows), settings.batch_size)
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0
         self.global_step = 0
@@ -108,7 +116,7 @@ class Trainer:
         self.best_valid: dict[str, float] = {}
         self.patience_counter = 0
         self.stage, self.stage_start = 1, 0  # dwrec.train.stages
-        stages.check_world(self.model, self.world)
+        stages.check_world(self.model, self.world, self.config.train.lr_schedule)
         self.log: list[dict] = []
         self.stop_requested = False
         self.stop_vote = False  # several processes: Ctrl-C seen here, not yet agreed on
@@ -262,6 +270,7 @@ class Trainer:
                 loss = loss * (scale * factor).to(loss.dtype)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._set_learning_rate()
         self.optimizer.step()
         if batch_positives is None:
             self.weighting.update(positives)
@@ -270,6 +279,19 @@ class Trainer:
         self.weighting.update(batch_positives)
         reduced = distributed.reduce_step(self.world, loss, self.stop_vote)
         return reduced, int(batch_positives.shape[0])
+
+    def _set_learning_rate(self) -> None:
+        """The rate of step ``global_step`` (:func:`~dwrec.train.steps.learning_rate`)."""
+        settings = self.config.train
+        rate = learning_rate(
+            self.global_step,
+            settings.lr,
+            settings.lr_schedule,
+            settings.warmup_steps,
+            self.schedule_steps,
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
 
     def _account(self, loss: torch.Tensor, n_positions: int, window_index, step: int) -> None:
         if self.world.enabled:  # [global loss, stop votes]: the same numbers on every rank
@@ -317,6 +339,7 @@ class Trainer:
             "seconds": seconds,
             "sequences_per_s": self.epoch_sequences_session / max(seconds, 1e-9),
             "positions_per_s": self.epoch_positions / max(seconds, 1e-9),
+            "lr": self.optimizer.param_groups[0]["lr"],
             **stages.saved(self),
         }
         improved = valid["ndcg@10"] > self.best_metric
@@ -422,6 +445,7 @@ class Trainer:
             "weighting_state": checkpoint.to_saveable(self.weighting.state_dict()),
             "rng": checkpoint.rng_states(self.data_generator, self.sampling_generator),
             "epoch_start_state": self.epoch_start_state,
+            "schedule_steps": self.schedule_steps,
             **{name: getattr(self, name) for name in checkpoint.PROGRESS},
             **stages.saved(self),
             "dataset_fingerprint": self.run_info.dataset.fingerprint,
@@ -447,6 +471,7 @@ class Trainer:
             else:  # resumed with another --nproc: fresh streams for this rank
                 self._own_random_streams()
         self.epoch_start_state = state["epoch_start_state"]
+        self.schedule_steps = state.get("schedule_steps", self.schedule_steps)
         for name in checkpoint.PROGRESS:
             setattr(self, name, state[name])
         stages.restore(self, state)

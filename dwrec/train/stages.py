@@ -28,10 +28,19 @@ STATE = (("stage", 1), ("stage_start", 0))
 and the completed epochs when it began. Saved only for a model with a second stage."""
 
 
-def check_world(model, world) -> None:
-    if world.enabled and model.second_stage_epochs() > 0:
+def check_world(model, world, schedule: str = "constant") -> None:
+    """Refuse what a second stage cannot do: several processes, or a decaying learning rate
+    (it reaches 0 at ``--epochs``, so a second stage after a full first one would not train)."""
+    if model.second_stage_epochs() == 0:
+        return
+    if world.enabled:
         raise UsageError(
             f"--model {model.name} with a second training stage trains with one process only"
+        )
+    if schedule != "constant":
+        raise UsageError(
+            f"--lr-schedule {schedule} decays to 0 at --epochs, so --model {model.name}'s "
+            "second stage could train at rate 0: use --lr-schedule constant with a second stage"
         )
 
 

@@ -4,6 +4,7 @@ the optimiser, seeding, device copies and graceful Ctrl-C."""
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 
@@ -53,6 +54,33 @@ def build_optimizer(
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except RuntimeError:  # no fused kernel for this device in this torch version
         return torch.optim.AdamW(groups, lr=lr)
+
+
+SCHEDULES = ("constant", "linear", "cosine")
+"""The learning-rate schedules after warm-up (``--lr-schedule``)."""
+
+
+def learning_rate(
+    step: int, peak: float, schedule: str, warmup_steps: int, total_steps: int
+) -> float:
+    """The learning rate of optimiser step ``step`` (0-based).
+
+    Warm-up: ``peak * (step + 1) / warmup_steps`` for the first ``warmup_steps`` steps.
+    Then, with ``p = (step - warmup_steps) / (total_steps - warmup_steps)`` clipped to
+    [0, 1]: ``constant`` keeps ``peak``, ``linear`` gives ``peak * (1 - p)``, ``cosine``
+    ``peak * (1 + cos(pi * p)) / 2``; both decays reach 0 at ``total_steps`` (the last step,
+    ``total_steps - 1``, still has a rate above 0).
+    """
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return peak
+    progress = min(max((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0), 1.0)
+    if schedule == "linear":
+        return peak * (1.0 - progress)
+    if schedule == "cosine":
+        return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r} (one of {SCHEDULES})")
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

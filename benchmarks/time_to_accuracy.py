@@ -1,0 +1,385 @@
+"""Time to accuracy: how long SASRec + CE takes to reach a validation NDCG@10 with dwrec's
+defaults ("old") and with the recommended settings ("new"), in one invocation on the same
+data.
+
+Each configuration trains through ``dwrec.train`` in its own thread; the threads take
+turns of one epoch each (validation included), so a change of the machine's load hits
+every configuration alike. At each hand-over the process-wide random states (torch's, NumPy's,
+Python's) are saved and restored, so each run draws exactly what it would draw alone. After
+every epoch the benchmark records the validation NDCG@10, the optimiser steps so far and the
+configuration's cumulative wall time (its own turns only: start-up, training and
+validation). When all have stopped (early stopping on validation NDCG@10, or their epoch
+cap), each best-by-validation model is evaluated on the test cases (full ranking, history
+masked).
+
+"old" is dwrec's defaults spelled out (``OLD_DEFAULTS``), "new" the recommended settings
+(``NEW_SETTINGS``); ``--old KEY=VALUE`` / ``--new KEY=VALUE`` change either.
+
+Reported: the curve (validation NDCG@10 against wall time) of every configuration; the
+epochs, optimiser steps and wall time to first reach ``--target``; the best-by-validation
+test HR@10 and NDCG@10; and the ratios new / old of the time to the target, of the
+training time per epoch and of the training time per optimiser step.
+
+Default data: the ML-1M ratings excerpt of ``../shared/data/ml-1m``, iterative 5-core
+(2,999 users, 3,266 items), prepared once under ``--work``. Without it the benchmark says
+so and exits (pass ``--dataset-dir`` for any prepared dataset).
+
+Usage::
+
+    python benchmarks/time_to_accuracy.py --threads 2 --old epochs=28 --write FILE.md
+    python benchmarks/time_to_accuracy.py --new lr=5e-3 --new lr_schedule=constant
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import publish, report_header
+
+import dwrec
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "ml-1m"
+
+OLD_DEFAULTS: dict[str, Any] = {
+    "hidden": 64,
+    "layers": 2,
+    "heads": 2,
+    "dropout": 0.2,
+    "max_len": 200,
+    "lr": 1e-3,
+    "lr_schedule": "constant",
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+    "batch_size": 128,
+    "epochs": 100,
+    "patience": 5,
+}
+"""dwrec's SASRec-CE training defaults (spelled out, so that "old" stays old whatever the
+defaults become)."""
+
+NEW_SETTINGS: dict[str, Any] = {"lr": 3e-3, "warmup_steps": 24, "lr_schedule": "cosine"}
+"""The recommended settings for a converged SASRec-CE in less time (docs/performance.md,
+"Time to accuracy"): a higher peak rate after about one ML-1M epoch of warm-up, decaying
+along a cosine to the end of ``epochs``. Everything else: dwrec's defaults."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="ML-1M folder")
+    parser.add_argument("--dataset-dir", type=Path, help="a prepared dataset instead")
+    parser.add_argument("--work", type=Path, default=REPO / ".bench" / "time-to-accuracy")
+    parser.add_argument("--target", type=float, default=0.16, help="validation NDCG@10")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (both runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--epochs", type=int, help="epoch cap of every run (also the horizon of a decaying "
+        "schedule); default: each configuration's own"
+    )  # fmt: skip
+    parser.add_argument(
+        "--old", action="append", default=[], metavar="KEY=VALUE",
+        help="override an option of the old configuration (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--new", action="append", default=[], metavar="KEY=VALUE",
+        help="override an option of the new configuration (default: NEW_SETTINGS)",
+    )  # fmt: skip
+    parser.add_argument("--only", choices=("old", "new"), help="train one configuration only")
+    parser.add_argument("--write", type=Path, help="also write the markdown here")
+    parser.add_argument("--json", type=Path, help="write the curves and results as JSON")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error("--epochs must be >= 1")
+    return args
+
+
+def overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["lr=3e-3", "lr_schedule=cosine"]`` -> ``{"lr": 0.003, "lr_schedule": "cosine"}``."""
+    import tomllib
+
+    values = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            sys.exit(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            values[key.strip().replace("-", "_")] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[key.strip().replace("-", "_")] = text
+    return values
+
+
+def dataset_dir(args: argparse.Namespace) -> Path:
+    if args.dataset_dir is not None:
+        return args.dataset_dir
+    if not args.source.is_dir():
+        print(
+            f"skipped: the ML-1M files are not at {args.source} "
+            "(pass --source DIR, or --dataset-dir of a prepared dataset)"
+        )
+        sys.exit(0)
+    result = dwrec.prepare(
+        "movielens-1m",
+        source=args.source,
+        out=args.work / "ml-1m-5core",
+        min_user_interactions=5,
+        min_item_interactions=5,
+    )
+    return result.path
+
+
+def warm_up(folder: Path, threads: int) -> None:
+    """Pay the one-off costs the first epoch of the first run would otherwise pay alone
+    (dwrec's imports; torch imports its compiler stack, about 10 s, on a model's first
+    initialisation): one tiny run on a tiny synthetic dataset."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    options = {"users": 40, "items": 20, "domains": 2, "mean_length": 8}
+    data = dwrec.prepare("synthetic", out=folder / "data", options=options)
+    dwrec.train(
+        data.path, out=folder / "run", quiet=True, epochs=1, hidden=8, layers=1, max_len=10,
+        threads=threads,
+    )  # fmt: skip
+    dwrec.evaluate(folder / "run", device="cpu")
+    shutil.rmtree(folder)
+
+
+# ---------------------------------------------------------------- interleaved training
+
+
+class Turns:
+    """Round-robin turns between named threads; a thread that leaves is skipped."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        self.active = list(names)
+        self.current = names[0]
+        self.cond = threading.Condition()
+
+    def wait(self, name: str) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.current == name)
+
+    def _advance(self, name: str) -> None:
+        if self.active:
+            later = self.names[self.names.index(name) + 1 :] + self.names
+            self.current = next(n for n in later if n in self.active)
+        self.cond.notify_all()
+
+    def pass_on(self, name: str) -> None:
+        with self.cond:
+            self._advance(name)
+
+    def leave(self, name: str) -> None:
+        with self.cond:
+            self.active.remove(name)
+            self._advance(name)
+
+
+def random_states() -> tuple:
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+
+def restore_random_states(states: tuple) -> None:
+    torch.set_rng_state(states[0])
+    np.random.set_state(states[1])
+    random.setstate(states[2])
+
+
+@dataclass
+class Arm:
+    name: str
+    settings: dict[str, Any]
+    curve: list[dict] = field(default_factory=list)
+    run_dir: Path | None = None
+    test: dict[str, float] = field(default_factory=dict)
+    best_epoch: int = 0
+    error: BaseException | None = None
+
+
+def train_arm(arm: Arm, turns: Turns, dataset: Path, args: argparse.Namespace) -> None:
+    turns.wait(arm.name)
+    wall = 0.0
+    started = time.perf_counter()
+
+    def on_epoch(event: str, info: dict) -> None:
+        nonlocal wall, started
+        if event != "epoch":
+            return
+        wall += time.perf_counter() - started
+        arm.curve.append(
+            {
+                "epoch": info["epoch"],
+                "step": info["step"],
+                "valid_ndcg@10": info["valid"]["ndcg@10"],
+                "train_seconds": info["seconds"],
+                "wall_seconds": wall,
+                "lr": info.get("lr"),
+            }
+        )
+        point = arm.curve[-1]
+        print(
+            f"{arm.name} epoch {point['epoch']}: valid NDCG@10 {point['valid_ndcg@10']:.4f}, "
+            f"{point['wall_seconds']:.0f} s", file=sys.stderr, flush=True,
+        )  # fmt: skip
+        states = random_states()
+        turns.pass_on(arm.name)
+        turns.wait(arm.name)
+        restore_random_states(states)
+        started = time.perf_counter()
+
+    try:
+        result = dwrec.train(
+            dataset, model="sasrec", loss="ce", out=arm.run_dir, quiet=True,
+            threads=args.threads, callback=on_epoch, seed=args.seed, **arm.settings,
+        )  # fmt: skip
+        arm.best_epoch = result.best_epoch
+    except BaseException as exc:  # reported by the main thread
+        arm.error = exc
+    finally:
+        turns.leave(arm.name)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def reached(arm: Arm, target: float) -> dict | None:
+    return next((p for p in arm.curve if p["valid_ndcg@10"] >= target), None)
+
+
+def per_epoch(arm: Arm) -> float:
+    return float(np.mean([p["train_seconds"] for p in arm.curve]))
+
+
+def per_step(arm: Arm) -> float:
+    return sum(p["train_seconds"] for p in arm.curve) / max(arm.curve[-1]["step"], 1)
+
+
+def differences(arms: list[Arm]) -> list[str]:
+    """The model and training options that differ between the runs (from config.json)."""
+    resolved = []
+    for arm in arms:
+        config = json.loads((arm.run_dir / "config.json").read_text(encoding="utf-8"))
+        resolved.append({**config["model"], **config["train"]})
+    keys = sorted({k for options in resolved for k in options})
+    lines = ["| option | " + " | ".join(a.name for a in arms) + " |"]
+    lines.append("|---|" + "---|" * len(arms))
+    for key in keys:
+        values = [options.get(key, "") for options in resolved]
+        if len({str(v) for v in values}) > 1:
+            lines.append(f"| `{key}` | " + " | ".join(f"{v}" for v in values) + " |")
+    return lines
+
+
+def report(arms: list[Arm], args: argparse.Namespace) -> list[str]:
+    lines = report_header("Time to accuracy: SASRec + CE", args.threads)
+    lines += [
+        f"- target: validation NDCG@10 >= {args.target}; seed {args.seed}; turns of one "
+        "epoch each, in one process",
+        "",
+        "Options that differ (from each run's config.json):",
+        "",
+        *differences(arms),
+        "",
+        "| configuration | epochs to target | steps to target | wall time to target (s) | "
+        "best epoch / epochs run | test HR@10 | test NDCG@10 | training s / epoch | "
+        "training ms / step |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for arm in arms:
+        hit = reached(arm, args.target)
+        best = max(p["valid_ndcg@10"] for p in arm.curve)
+        to_target = (
+            [str(hit["epoch"]), str(hit["step"]), f"{hit['wall_seconds']:.0f}"]
+            if hit
+            else [f"not reached (best {best:.4f})", "", ""]
+        )
+        lines.append(
+            f"| {arm.name} | " + " | ".join(to_target) + f" | {arm.best_epoch} / "
+            f"{len(arm.curve)} | {arm.test['recall@10']:.4f} | {arm.test['ndcg@10']:.4f} | "
+            f"{per_epoch(arm):.1f} | {1000 * per_step(arm):.0f} |"
+        )
+    if len(arms) == 2:
+        old, new = arms
+        hit_old, hit_new = reached(old, args.target), reached(new, args.target)
+        lines.append("")
+        if hit_old and hit_new:
+            lines.append(
+                f"**new / old: wall time to target {hit_new['wall_seconds'] / hit_old['wall_seconds']:.2f}**"
+                f", epochs to target {hit_new['epoch'] / hit_old['epoch']:.2f}, training time "
+                f"per epoch {per_epoch(new) / per_epoch(old):.2f}, per optimiser step "
+                f"{per_step(new) / per_step(old):.2f} (same run, interleaved)."
+            )  # fmt: skip
+        else:
+            lines.append("new / old time to target: not defined (a run missed the target).")
+    lines += ["", "Curves (validation NDCG@10 at cumulative wall time in s):", ""]
+    lines.append("| epoch | " + " | ".join(f"{a.name} NDCG@10 | {a.name} s" for a in arms) + " |")
+    lines.append("|---:|" + "---:|---:|" * len(arms))
+    for epoch in range(1, max(len(a.curve) for a in arms) + 1):
+        cells = []
+        for arm in arms:
+            point = arm.curve[epoch - 1] if epoch <= len(arm.curve) else None
+            cells += (
+                [f"{point['valid_ndcg@10']:.4f}", f"{point['wall_seconds']:.0f}"]
+                if point
+                else ["", ""]
+            )
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    dataset = dataset_dir(args)
+    torch.set_num_threads(args.threads)
+    warm_up(args.work / "warm-up", args.threads)
+
+    old = dict(OLD_DEFAULTS, **overrides(args.old))
+    new = dict(NEW_SETTINGS, **overrides(args.new))
+    if args.epochs is not None:
+        old["epochs"] = new["epochs"] = args.epochs
+    arms = [Arm("old", old), Arm("new", new)]
+    if args.only:
+        arms = [a for a in arms if a.name == args.only]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for arm in arms:
+        arm.run_dir = args.work / "runs" / f"{stamp}-{arm.name}"
+    turns = Turns([a.name for a in arms])
+    threads = [
+        threading.Thread(target=train_arm, args=(arm, turns, dataset, args), daemon=True)
+        for arm in arms
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for arm in arms:
+        if arm.error is not None:
+            raise SystemExit(f"the {arm.name} run failed: {arm.error!r}")
+        metrics = dwrec.evaluate(arm.run_dir, device="cpu")
+        arm.test = {k: metrics["overall"][k] for k in ("recall@10", "ndcg@10")}
+    publish(report(arms, args), args.write)
+    if args.json:
+        raw = {
+            arm.name: {"settings": arm.settings, "curve": arm.curve, "test": arm.test,
+                       "best_epoch": arm.best_epoch, "run_dir": str(arm.run_dir)}
+            for arm in arms
+        }  # fmt: skip
+        args.json.write_text(json.dumps(raw, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
