@@ -4,19 +4,22 @@ closed form, the rates a run actually used, exact resume, and the option's check
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
 import torch
-from aux_model_runs import TINY, log_records, prepare_synthetic, stable, states_equal
+from aux_model_runs import (
+    TINY,
+    check_resume_equals_uninterrupted,
+    log_records,
+    prepare_synthetic,
+    stable,
+)
 
 import dwrec
 from dwrec.errors import UsageError
 from dwrec.train.config import TrainConfig, from_saved
 from dwrec.train.steps import learning_rate
-from dwrec.train.trainer import TrainingInterrupted
 
 STEPS_PER_EPOCH = 5  # 160 synthetic users, batch 32
 
@@ -78,24 +81,10 @@ def test_a_run_uses_the_scheduled_rates(data_dir, tmp_path):
 
 @pytest.mark.parametrize("stop_at_step", [7, 10])  # mid-epoch 2; the end of epoch 2
 def test_interrupt_then_resume_follows_the_same_schedule(data_dir, tmp_path, stop_at_step):
-    options = dict(TINY, epochs=3, dropout=0.3, patience=5, quiet=True)
-    options.update(lr_schedule="linear", warmup_steps=4, lr=5e-3)
-    dwrec.train(data_dir, out=tmp_path / "straight", **options)
-
-    def ctrl_c(event, info):
-        if event == "step" and info["global_step"] == stop_at_step:
-            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
-
-    with pytest.raises(TrainingInterrupted):
-        dwrec.train(data_dir, out=tmp_path / "resumed", callback=ctrl_c, **options)
-    dwrec.train(resume=tmp_path / "resumed", quiet=True)
+    schedule = dict(loss="ce", lr_schedule="linear", warmup_steps=4, lr=5e-3)
+    check_resume_equals_uninterrupted("sasrec", data_dir, tmp_path, stop_at_step, **schedule)
     straight, resumed = log_records(tmp_path / "straight"), log_records(tmp_path / "resumed")
-    assert stable(straight) == stable(resumed)
     assert [r["lr"] for r in straight] == [r["lr"] for r in resumed]
-    for name in ("model.pt", "last.pt"):
-        a = torch.load(tmp_path / "straight" / name, weights_only=True)
-        b = torch.load(tmp_path / "resumed" / name, weights_only=True)
-        assert states_equal(a["model_state"], b["model_state"]), name
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     assert a["schedule_steps"] == b["schedule_steps"] == 3 * STEPS_PER_EPOCH
