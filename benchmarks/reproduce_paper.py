@@ -13,7 +13,7 @@ Budgets (``--budget``):
   PinnerFormer at hidden 32, one block, 256 sampled negatives. The total is printed before
   anything trains: measured steps x 60 expected epochs per run (the first ML-1M runs
   stopped early after 59-70 epochs: SASRec generic and fixed 59 and 60, SIGMA 59, CALRec
-  70, each with patience 10). On a 2-core EPYC with ``--threads 2``, the 240 trainings take
+  70, each with patience 10). On a 2-core EPYC with ``--threads 2``, the 210 trainings take
   about 22 h of an idle machine (the dry run's CPU time per step: ML-1M 2h30m, HetRec
   Last.fm 45 min, S3-Rec Last.fm 40 min, Beauty 5h55m, Yelp 12h20m; Yelp's full-softmax
   models over 20,033 items and the competitors dominate), so it runs over several sessions:
