@@ -47,6 +47,7 @@ import torch
 from _common import publish, report_header
 
 import dwrec
+from dwrec.baselines.convergence import curve, time_to_reach
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "ml-1m"
@@ -257,7 +258,11 @@ def train_arm(arm: Arm, turns: Turns, dataset: Path, args: argparse.Namespace) -
 
 
 def reached(arm: Arm, target: float) -> dict | None:
-    return next((p for p in arm.curve if p["valid_ndcg@10"] >= target), None)
+    """The curve point of the first epoch at or above ``target`` (the rule compare_recbole
+    uses: :func:`dwrec.baselines.convergence.time_to_reach`)."""
+    points = curve([p["wall_seconds"] for p in arm.curve], [p["valid_ndcg@10"] for p in arm.curve])
+    hit = time_to_reach(points, target)
+    return None if hit is None else arm.curve[hit.epoch - 1]
 
 
 def per_epoch(arm: Arm) -> float:

@@ -116,7 +116,7 @@ class Trainer:
         self.best_valid: dict[str, float] = {}
         self.patience_counter = 0
         self.stage, self.stage_start = 1, 0  # dwrec.train.stages
-        stages.check_world(self.model, self.world, self.config.train.lr_schedule)
+        stages.refuse_unsupported(self.model, self.world, self.config.train.lr_schedule)
         self.log: list[dict] = []
         self.stop_requested = False
         self.stop_vote = False  # several processes: Ctrl-C seen here, not yet agreed on

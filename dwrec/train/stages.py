@@ -28,7 +28,7 @@ STATE = (("stage", 1), ("stage_start", 0))
 and the completed epochs when it began. Saved only for a model with a second stage."""
 
 
-def check_world(model, world, schedule: str = "constant") -> None:
+def refuse_unsupported(model, world, schedule: str = "constant") -> None:
     """Refuse what a second stage cannot do: several processes, or a decaying learning rate
     (it reaches 0 at ``--epochs``, so a second stage after a full first one would not train)."""
     if model.second_stage_epochs() == 0:
