@@ -1002,7 +1002,10 @@ def plot(args, reports: dict) -> str:
     axes.legend(fontsize=8)
     figure_.tight_layout()
     path = args.out / "lift-vs-share.png"
-    figure_.savefig(path, dpi=120, metadata={"Software": None})
+    from dwrec.io import atomic_path
+
+    with atomic_path(path) as tmp:  # a killed run leaves the old plot or none, never half of one
+        figure_.savefig(tmp, format="png", dpi=120, metadata={"Software": None})
     plt.close(figure_)
     return f"plot: {path.name}"
 

@@ -3,6 +3,7 @@ unknown models skipped with a note, and killing + rerunning ends with byte-ident
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -95,10 +96,14 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     verdicts = json.loads(uninterrupted["verdict.json"])["claims"]
     assert [row["claim"][:2] for row in verdicts] == ["1.", "2.", "3.", "4.", "5."]
     assert "wall time" in (out / "timing.md").read_text()  # times live apart from tables
+    plot = out / "lift-vs-share.png"
+    assert plot.exists() == (importlib.util.find_spec("matplotlib") is not None)
+    drawn = plot.read_bytes() if plot.exists() else None
 
     # The same plan again, killed while the dynamic run is part way, then rerun.
     shutil.rmtree(out / "runs")
     shutil.rmtree(out / "tables")
+    plot.unlink(missing_ok=True)
     process = subprocess.Popen(command(*args), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     partial = out / "runs" / "ml-100k" / "sasrec-dynamic-s0"
@@ -120,6 +125,8 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     assert tables(out) == uninterrupted
     run(*args, "--tables-only")  # rewriting from the run dirs alone changes nothing
     assert tables(out) == uninterrupted
+    assert (plot.read_bytes() if plot.exists() else None) == drawn
+    assert not list(out.glob(".*.tmp"))  # no temporary file left beside the outputs
 
 
 def test_standard_plan_on_an_s3rec_set_declares_its_sparsest_and_densest(tmp_path):
