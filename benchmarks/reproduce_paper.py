@@ -911,10 +911,14 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
     """The runs table (wall times) and claim 6 (overhead of dynamic over generic per step)."""
     from dwrec.report import verdict as rule
 
-    lines = ["| run | epochs | stopped | train s | ms/step |", "|---|---:|---|---:|---:|"]
+    lines = ["| run | epochs | stopped | train s | ms/step | threads | commit |",
+             "|---|---:|---|---:|---:|---:|---|"]  # fmt: skip
+    commits: dict[str, int] = {}
     for run in done(runs):
         if not run.trains:
             continue
+        made = run_environment(run.path)
+        commits[made["commit"]] = commits.get(made["commit"], 0) + 1
         records = read_log(run.path)
         seconds = sum(r["seconds"] for r in records)
         stop = "cap" if stopped_by_cap(run.path, run.options["epochs"]) else "early"
@@ -923,7 +927,8 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
             stop, step_cell = "fitted", "-"
         else:
             step_cell = f"{per_step * 1000:.1f}"
-        lines.append(f"| {run.label} | {len(records)} | {stop} | {seconds:.0f} | {step_cell} |")
+        lines.append(f"| {run.label} | {len(records)} | {stop} | {seconds:.0f} | {step_cell} "
+                     f"| {made['threads']} | {made['commit']} |")  # fmt: skip
     ratios = []
     for run in done(runs):
         if run.group.name == "dynamic" and run.group.model in MODELS:
@@ -949,10 +954,30 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
             "",
             "## Every run's wall time",
             "",
+            "Threads and commit: each run's own `environment.json` (a run resumed under "
+            "another commit keeps the one it started with). Commits: "
+            + (", ".join(f"{c} ({n} runs)" for c, n in sorted(commits.items())) or "-"),
+            "",
             *lines,
         ]
     )
     return text, claim
+
+
+def run_environment(path: Path) -> dict[str, str]:
+    """The torch threads a run trained on (config.json ``threads``, which a resumed run keeps,
+    else environment.json ``torch_threads``) and the short git commit it started at; ``?``
+    where the run recorded none."""
+    recorded = {}
+    for name in ("environment.json", "config.json"):  # config.json's threads win
+        try:
+            document = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(document, dict):
+            recorded.update({k: v for k, v in document.items() if v is not None})
+    threads = recorded.get("threads", recorded.get("torch_threads", "?"))
+    return {"threads": str(threads), "commit": str(recorded.get("git_commit") or "?")[:7]}
 
 
 def machine() -> str:
@@ -960,7 +985,7 @@ def machine() -> str:
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-            f"{device}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"{device}, torch {torch.__version__} ({torch.get_num_threads()} thread(s)), "
             f"Python {platform.python_version()}")  # fmt: skip
 
 

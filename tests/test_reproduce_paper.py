@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -95,7 +96,10 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     assert str(tmp_path) not in "".join(v.decode() for v in uninterrupted.values())
     verdicts = json.loads(uninterrupted["verdict.json"])["claims"]
     assert [row["claim"][:2] for row in verdicts] == ["1.", "2.", "3.", "4.", "5."]
-    assert "wall time" in (out / "timing.md").read_text()  # times live apart from tables
+    timing = (out / "timing.md").read_text()
+    assert "wall time" in timing  # times live apart from tables
+    # every training's row names the threads it trained on and the commit it started at
+    assert len(re.findall(r"^\| ml-100k .* \| 1 \| ([0-9a-f]{7}|\?) \|$", timing, re.M)) == 2
     plot = out / "lift-vs-share.png"
     assert plot.exists() == (importlib.util.find_spec("matplotlib") is not None)
     drawn = plot.read_bytes() if plot.exists() else None
