@@ -1,7 +1,8 @@
 """dwrec's SASRec against RecBole's SASRec, both with full cross-entropy, in one run.
 
 Both train on the same interactions, the same leave-one-out split and the same
-hyperparameters until early stopping on validation NDCG@10 (same patience), and are
+hyperparameters until early stopping on validation NDCG@10 (dwrec's patience matched to
+RecBole's in training targets, ``--dwrec-patience``), and are
 evaluated with full ranking, the user's history masked and ties broken by the smaller item
 id (RecBole's scores are re-ranked by the harness, see ``dwrec/baselines/recbole.py``);
 the test metrics are those of each side's best validation epoch. An epoch is one pass over
@@ -35,9 +36,9 @@ import numpy as np
 
 from dwrec.baselines import convergence
 from dwrec.baselines import recbole as harness
+from dwrec.baselines.convergence import matched_patience, training_units
 from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.export import export_recbole
-from dwrec.data.split import make_split
 from dwrec.errors import DwrecError
 from dwrec.io import atomic_path, provenance, read_parquet, write_json
 
@@ -62,6 +63,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=100, help="at most this many epochs")
     parser.add_argument(
         "--patience", type=int, default=5, help="stop after this many epochs without gain"
+    )
+    parser.add_argument(
+        "--dwrec-patience",
+        default="targets",
+        help="dwrec's patience in its own epochs: a number, or 'targets' (default): the fewest "
+        "epochs that train on at least as many targets as RecBole's --patience epochs. dwrec's "
+        "epoch trains each user's window once (all its positions), RecBole's every prefix "
+        "sample once, so an equal count of epochs would give dwrec far less training without "
+        "gain before it stops",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -88,6 +98,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     args.recbole_batch_size = args.recbole_batch_size or args.batch_size
+    if args.dwrec_patience != "targets":
+        try:
+            args.dwrec_patience = int(args.dwrec_patience)
+        except ValueError:
+            parser.error(f"--dwrec-patience: {args.dwrec_patience!r} is neither a number nor "
+                         "'targets'")  # fmt: skip
+        if args.dwrec_patience < 1:
+            parser.error("--dwrec-patience must be >= 1")
     return args
 
 
@@ -135,7 +153,7 @@ def run_dwrec(args: argparse.Namespace, dataset_dir: Path) -> dict[str, Any]:
         quiet=True,
         callback=at_event,
         epochs=args.epochs,
-        patience=args.patience,
+        patience=args.dwrec_patience,
         seed=args.seed,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -206,15 +224,6 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------- comparison
-
-
-def training_units(dataset: Dataset, max_len: int) -> dict[str, int]:
-    """What one epoch trains on: dwrec windows and target positions, RecBole prefix samples."""
-    split = make_split(dataset, "loo")
-    lengths = split.train_end - dataset.user_indptr[:-1]
-    with_target = lengths >= 2
-    positions = np.minimum(lengths[with_target], max_len + 1) - 1
-    return {"windows": int(with_target.sum()), "positions": int(positions.sum())}
 
 
 def paired_ndcg(dwrec_cases: dict, recbole_cases: dict) -> dict[str, Any]:
@@ -333,6 +342,14 @@ def render(args, dataset: Dataset, ours: dict, theirs: dict, command: str) -> st
 
     units = training_units(dataset, args.max_len)
     pair = paired_ndcg(ours["per_case"], theirs["per_case"])
+    if units["prefixes"] != theirs["train_samples"]:
+        raise DwrecError(f"RecBole trained on {theirs['train_samples']} prefix samples per "
+                         f"epoch, {units['prefixes']} expected: the export is wrong")  # fmt: skip
+    patience_rule = (
+        "the fewest epochs with at least RecBole's training targets"
+        if args.patience_rule == "targets"
+        else "as given"
+    )
     rows = [
         ("test HR@10 (= Recall@10)", ours["test"]["recall@10"], theirs["test"]["recall@10"], 4),
         ("test NDCG@10", ours["test"]["ndcg@10"], theirs["test"]["ndcg@10"], 4),
@@ -341,6 +358,13 @@ def render(args, dataset: Dataset, ours: dict, theirs: dict, command: str) -> st
         ("best epoch", ours["best_epoch"], theirs["best_epoch"], 0),
         ("training samples per epoch", units["windows"], theirs["train_samples"], 0),
         ("training targets per epoch", units["positions"], theirs["train_samples"], 0),
+        ("patience (epochs)", args.dwrec_patience, args.patience, 0),
+        (
+            "patience (training targets)",
+            args.dwrec_patience * units["positions"],
+            args.patience * theirs["train_samples"],
+            0,
+        ),
         (
             "training time per epoch, median (s)",
             _median(ours["epoch_train_seconds"]),
@@ -367,23 +391,27 @@ def render(args, dataset: Dataset, ours: dict, theirs: dict, command: str) -> st
     lines = [
         "## dwrec SASRec vs RecBole SASRec (full cross-entropy)",
         "",
-        f"Dataset `{dataset.name}` (fingerprint {dataset.fingerprint}, `{dataset.path}`): "
+        f"Dataset `{dataset.name}` (fingerprint {dataset.fingerprint}): "
         f"{counts['users']:,} users, {counts['items']:,} items, "
         f"{counts['interactions']:,} interactions; split `loo`, {pair['n']:,} test cases.",
         "",
         f"Both: hidden {args.hidden}, {args.layers} layers, {args.heads} heads, FFN "
         f"{4 * args.hidden}, dropout {args.dropout}, max_len {args.max_len}, AdamW lr {args.lr}, "
         f"weight decay 0, batch {args.batch_size} (RecBole: {args.recbole_batch_size} prefix "
-        f"samples), at most {args.epochs} epochs, patience {args.patience} on valid NDCG@10, "
-        f"seed {args.seed}, {args.threads} thread(s), CPU. Full ranking over all items, the "
-        "user's history masked, ties broken by the smaller item id.",
+        f"samples), at most {args.epochs} epochs, early stopping on valid NDCG@10 (patience: "
+        f"RecBole {args.patience} epochs, dwrec {args.dwrec_patience} of its epochs, "
+        f"{patience_rule}), seed {args.seed}, {args.threads} thread(s), CPU. Full ranking over "
+        "all items, the user's history masked, ties broken by the smaller item id.",
         "",
         *table,
         "",
         "Stopped by patience (else by the epoch cap, i.e. not converged): "
         + ", ".join(
-            f"{side} {'yes' if run['epochs_run'] - run['best_epoch'] >= args.patience else 'NO'}"
-            for side, run in (("dwrec", ours), ("RecBole", theirs))
+            f"{side} {'yes' if run['epochs_run'] - run['best_epoch'] >= wait else 'NO'}"
+            for side, run, wait in (
+                ("dwrec", ours, args.dwrec_patience),
+                ("RecBole", theirs, args.patience),
+            )
         )
         + ".",
         "",
@@ -422,6 +450,14 @@ def main(argv: list[str] | None = None) -> int:
         dataset_dir = args.dataset_dir or shared_dataset(args.work, args.dataset)
         dataset = load_dataset(dataset_dir)
         print(f"dataset {dataset.name} at {dataset_dir}", file=sys.stderr)
+        args.patience_rule = "targets" if args.dwrec_patience == "targets" else "given"
+        if args.dwrec_patience == "targets":
+            units = training_units(dataset, args.max_len)
+            args.dwrec_patience = matched_patience(
+                args.patience, units["prefixes"], units["positions"]
+            )
+        print(f"patience: RecBole {args.patience} epochs, dwrec {args.dwrec_patience} epochs "
+              f"({args.patience_rule})", file=sys.stderr)  # fmt: skip
         print("RecBole SASRec ...", file=sys.stderr)
         theirs = run_recbole_side(args, Path(dataset_dir))
         print("dwrec SASRec ...", file=sys.stderr)

@@ -137,3 +137,43 @@ def test_end_of_epoch_records_the_cumulative_wall_time():
         end_of_epoch(trainer, epoch, 0.1)
         walls.append(trainer.valid_log[-1]["wall_seconds"])
     assert walls == sorted(walls) and 5.0 <= walls[0] < 60.0
+
+
+def test_training_units_against_a_per_user_count(tmp_path):
+    import dwrec
+    from dwrec.data.dataset import load_dataset
+
+    out = tmp_path / "d"
+    dwrec.prepare(
+        "synthetic", out=out, options={"users": 90, "items": 50, "domains": 3, "mean_length": 7}
+    )
+    dataset = load_dataset(out)
+    for max_len in (1, 3, 200):
+        windows = positions = prefixes = 0
+        for user in range(dataset.n_users):
+            n = int(dataset.user_indptr[user + 1] - dataset.user_indptr[user])
+            train = n - 2 if n >= 3 else n  # loo: the last two go to validation and test
+            if train < 2:
+                continue
+            windows += 1
+            positions += min(train - 1, max_len)  # targets: items 2..train of the window
+            prefixes += train - 1  # RecBole: (items[:k], items[k]) for k = 1 .. train-1
+        got = convergence.training_units(dataset, max_len)
+        assert got == {"windows": windows, "positions": positions, "prefixes": prefixes}
+    assert positions == prefixes  # max_len 200 covers every synthetic sequence
+
+
+def test_matched_patience_is_the_fewest_epochs_covering_recboles_targets():
+    # ML-100K 5-core at length 50: RecBole 96,458 prefix samples, dwrec 38,719 positions
+    assert convergence.matched_patience(5, 96_458, 38_719) == 13
+    for patience in range(1, 7):
+        for recbole in (1, 7, 30, 96_458):
+            for ours in (1, 3, 30, 38_719):
+                epochs = 1
+                while epochs * ours < patience * recbole:
+                    epochs += 1
+                assert convergence.matched_patience(patience, recbole, ours) == epochs
+    with pytest.raises(DwrecError, match="no training target"):
+        convergence.matched_patience(5, 10, 0)
+    with pytest.raises(DwrecError, match="patience"):
+        convergence.matched_patience(0, 10, 5)

@@ -6,6 +6,11 @@ the validation NDCG@10 measured then. ``benchmarks/compare_recbole.py`` builds o
 dwrec (from ``dwrec.train``'s per-epoch callback) and one for RecBole (from the driver's
 ``valid_log``), takes RecBole's best validation NDCG@10 as the target, and reports when
 each curve first reaches it.
+
+An epoch is not the same amount of training on both sides: dwrec's trains each user's window
+once (a target at every position), RecBole's every prefix sample once (one target each).
+:func:`training_units` counts both, and :func:`matched_patience` converts RecBole's
+patience into the dwrec epochs that cover as many training targets.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from dwrec.errors import DwrecError
 
@@ -75,3 +82,30 @@ def time_to_reach(points: Sequence[Point], target: float) -> Reached | None:
             return Reached(point.epoch, point.wall_seconds, point.ndcg, before)
         before = point.wall_seconds
     return None
+
+
+def training_units(dataset, max_len: int) -> dict[str, int]:
+    """What one epoch trains on under the ``loo`` split: dwrec's windows (one per user with at
+    least 2 training items) and their target positions (at most the last ``max_len``), and
+    RecBole's prefix samples (every training item after a user's first, one target each)."""
+    from dwrec.data.split import make_split
+
+    split = make_split(dataset, "loo")
+    lengths = split.train_end - dataset.user_indptr[:-1]
+    with_target = lengths >= 2
+    positions = np.minimum(lengths[with_target], max_len + 1) - 1
+    return {
+        "windows": int(with_target.sum()),
+        "positions": int(positions.sum()),
+        "prefixes": int((lengths[with_target] - 1).sum()),
+    }
+
+
+def matched_patience(patience: int, recbole_targets: int, dwrec_targets: int) -> int:
+    """The fewest dwrec epochs whose training targets reach those of ``patience`` RecBole
+    epochs: ``ceil(patience * recbole_targets / dwrec_targets)``, in exact integers."""
+    if patience < 1:
+        raise DwrecError(f"patience must be >= 1, not {patience}")
+    if dwrec_targets < 1:
+        raise DwrecError("dwrec has no training target: no user has 2 training interactions")
+    return -(-patience * recbole_targets // dwrec_targets)
