@@ -342,14 +342,6 @@ def render(args, dataset: Dataset, ours: dict, theirs: dict, command: str) -> st
 
     units = training_units(dataset, args.max_len)
     pair = paired_ndcg(ours["per_case"], theirs["per_case"])
-    if units["prefixes"] != theirs["train_samples"]:
-        raise DwrecError(f"RecBole trained on {theirs['train_samples']} prefix samples per "
-                         f"epoch, {units['prefixes']} expected: the export is wrong")  # fmt: skip
-    patience_rule = (
-        "the fewest epochs with at least RecBole's training targets"
-        if args.patience_rule == "targets"
-        else "as given"
-    )
     rows = [
         ("test HR@10 (= Recall@10)", ours["test"]["recall@10"], theirs["test"]["recall@10"], 4),
         ("test NDCG@10", ours["test"]["ndcg@10"], theirs["test"]["ndcg@10"], 4),
@@ -400,7 +392,7 @@ def render(args, dataset: Dataset, ours: dict, theirs: dict, command: str) -> st
         f"weight decay 0, batch {args.batch_size} (RecBole: {args.recbole_batch_size} prefix "
         f"samples), at most {args.epochs} epochs, early stopping on valid NDCG@10 (patience: "
         f"RecBole {args.patience} epochs, dwrec {args.dwrec_patience} of its epochs, "
-        f"{patience_rule}), seed {args.seed}, {args.threads} thread(s), CPU. Full ranking over "
+        f"{args.patience_rule}), seed {args.seed}, {args.threads} thread(s), CPU. Full ranking over "
         "all items, the user's history masked, ties broken by the smaller item id.",
         "",
         *table,
@@ -450,9 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         dataset_dir = args.dataset_dir or shared_dataset(args.work, args.dataset)
         dataset = load_dataset(dataset_dir)
         print(f"dataset {dataset.name} at {dataset_dir}", file=sys.stderr)
-        args.patience_rule = "targets" if args.dwrec_patience == "targets" else "given"
+        units = training_units(dataset, args.max_len)
+        args.patience_rule = "as given"
         if args.dwrec_patience == "targets":
-            units = training_units(dataset, args.max_len)
+            args.patience_rule = "the fewest epochs with at least RecBole's training targets"
             args.dwrec_patience = matched_patience(
                 args.patience, units["prefixes"], units["positions"]
             )
@@ -460,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({args.patience_rule})", file=sys.stderr)  # fmt: skip
         print("RecBole SASRec ...", file=sys.stderr)
         theirs = run_recbole_side(args, Path(dataset_dir))
+        if theirs["train_samples"] != units["prefixes"]:  # before dwrec trains, not after
+            raise DwrecError(f"RecBole trained on {theirs['train_samples']} prefix samples per "
+                             f"epoch, {units['prefixes']} expected: the export is wrong")  # fmt: skip
         print("dwrec SASRec ...", file=sys.stderr)
         ours = run_dwrec(args, Path(dataset_dir))
         report = render(args, dataset, ours, theirs, command)
