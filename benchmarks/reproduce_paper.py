@@ -954,8 +954,9 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
             "",
             "## Every run's wall time",
             "",
-            "Threads and commit: each run's own `environment.json` (a run resumed under "
-            "another commit keeps the one it started with). Commits: "
+            "Threads and commit: each run's own `config.json` and `environment.json` (a run "
+            "keeps its thread count when resumed; the commit is that of the invocation that "
+            "last opened it, i.e. the one that finished it). Commits: "
             + (", ".join(f"{c} ({n} runs)" for c, n in sorted(commits.items())) or "-"),
             "",
             *lines,
@@ -965,19 +966,17 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
 
 
 def run_environment(path: Path) -> dict[str, str]:
-    """The torch threads a run trained on (config.json ``threads``, which a resumed run keeps,
-    else environment.json ``torch_threads``) and the short git commit it started at; ``?``
-    where the run recorded none."""
-    recorded = {}
-    for name in ("environment.json", "config.json"):  # config.json's threads win
-        try:
-            document = json.loads((path / name).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(document, dict):
-            recorded.update({k: v for k, v in document.items() if v is not None})
-    threads = recorded.get("threads", recorded.get("torch_threads", "?"))
-    return {"threads": str(threads), "commit": str(recorded.get("git_commit") or "?")[:7]}
+    """The torch threads a run trained on (config.json ``threads``, which a resumed run keeps;
+    environment.json ``torch_threads`` for runs that predate it) and the short git commit of
+    the invocation that last opened it (a resume rewrites both files; ``?`` outside a git
+    checkout)."""
+    from dwrec.io import read_json
+    from dwrec.rundir import RunDir
+
+    folder = RunDir(path)
+    config, made = read_json(folder.config_path), read_json(folder.environment_path)
+    threads = config.get("threads") or made.get("torch_threads") or "?"
+    return {"threads": str(threads), "commit": (made.get("git_commit") or "?")[:7]}
 
 
 def machine() -> str:
