@@ -954,9 +954,9 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
             "",
             "## Every run's wall time",
             "",
-            "Threads and commit: each run's own `config.json` and `environment.json` (a run "
-            "keeps its thread count when resumed; the commit is that of the invocation that "
-            "last opened it, i.e. the one that finished it). Commits: "
+            "Threads and commits: each run's own `config.json` and `environment.json` (a run "
+            "keeps its thread count when resumed; `a+b`: trained at commit a, resumed at b; "
+            "runs written before dwrec kept earlier invocations name only the last). Commits: "
             + (", ".join(f"{c} ({n} runs)" for c, n in sorted(commits.items())) or "-"),
             "",
             *lines,
@@ -967,16 +967,22 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
 
 def run_environment(path: Path) -> dict[str, str]:
     """The torch threads a run trained on (config.json ``threads``, which a resumed run keeps;
-    environment.json ``torch_threads`` for runs that predate it) and the short git commit of
-    the invocation that last opened it (a resume rewrites both files; ``?`` outside a git
-    checkout)."""
+    environment.json ``torch_threads`` for runs that predate it) and the short git commits of
+    the invocations that trained it, oldest first, joined by ``+`` (environment.json and its
+    ``earlier`` list; runs written before that list record only the last; ``?`` outside a
+    git checkout)."""
     from dwrec.io import read_json
     from dwrec.rundir import RunDir
 
     folder = RunDir(path)
     config, made = read_json(folder.config_path), read_json(folder.environment_path)
     threads = config.get("threads") or made.get("torch_threads") or "?"
-    return {"threads": str(threads), "commit": (made.get("git_commit") or "?")[:7]}
+    commits: list[str] = []
+    for invocation in [*made.get("earlier", []), made]:
+        commit = (invocation.get("git_commit") or "?")[:7]
+        if commit not in commits:
+            commits.append(commit)
+    return {"threads": str(threads), "commit": "+".join(commits)}
 
 
 def machine() -> str:

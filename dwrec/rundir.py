@@ -236,10 +236,34 @@ class RunDir:
             load_recorded(config["plugins"], self.config_path)
         return config
 
-    def write_config(self, document: dict, environment: dict | None = None) -> None:
+    def write_config(
+        self, document: dict, environment: dict | None = None, resumed: bool = False
+    ) -> None:
+        """Write ``config.json`` and ``environment.json``. ``resumed``: the environments of
+        the earlier invocations that trained this run are kept in the new one's ``earlier``
+        list, oldest first, each with ``until_epoch`` (the epochs logged when it ended), so a
+        run that spans commits, machines or versions records all of them."""
         write_json(self.config_path, document)
         if environment is not None:
-            write_json(self.environment_path, environment)
+            earlier = self.environment_history() if resumed else []
+            write_json(
+                self.environment_path, {**environment, **({"earlier": earlier} if earlier else {})}
+            )
+
+    def environment_history(self) -> list[dict]:
+        """The invocations recorded so far (``environment.json`` and its ``earlier`` list),
+        oldest first; the latest gets ``until_epoch``. Empty when there is no readable file."""
+        if not self.environment_path.exists():
+            return []
+        try:
+            latest = read_json(self.environment_path)
+        except DataFormatError:
+            return []  # a damaged record is not worth refusing a resume over
+        if not isinstance(latest, dict):
+            return []
+        earlier = latest.pop("earlier", [])
+        latest["until_epoch"] = len(self.read_log())
+        return [*(earlier if isinstance(earlier, list) else []), latest]
 
     def label(self) -> str:
         return run_label(self.read_config())

@@ -300,17 +300,27 @@ def test_a_run_killed_at_any_stage_resumes_bit_identical(
     assert outcome(run) == reference
 
 
-def test_resume_with_other_threads_warns(data, tmp_path, capsys, monkeypatch):
+def test_resume_with_other_threads_warns(data, reference, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
-    _kill_in_step(monkeypatch, 2)
+    steps_per_epoch = reference["log"][0][1]
+    _kill_in_step(monkeypatch, steps_per_epoch + 2)  # in epoch 2
     with pytest.raises(SimulatedKill):
         main(["train", "--dataset", str(data), *RESUME_FLAGS, "--out", str(run)])
     monkeypatch.undo()
     capsys.readouterr()
+    first = json.loads((run / "environment.json").read_text())
+    logged = (
+        len((run / "log.jsonl").read_text().splitlines()) if (run / "log.jsonl").exists() else 0
+    )
     try:
         assert main(["train", "--resume", str(run), "--threads", "2", "-q"]) == 0
     finally:
         torch.set_num_threads(1)
+    # the resumed invocation's environment on top, the first one kept, with its last epoch
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["torch_threads"] == 2 and first["torch_threads"] == 1
+    assert environment["earlier"] == [{**first, "until_epoch": logged}]
+    assert logged == 1
     err = " ".join(capsys.readouterr().err.split())
     assert (
         "warning: --threads 2: the run used 1 thread(s) until now, so its results may differ "

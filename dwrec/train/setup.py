@@ -281,7 +281,9 @@ def write_config(run: OpenRun) -> None:
         "threads": torch.get_num_threads(),
         **provenance(),
     }
-    RunDir(run.run_dir).write_config(document, environment(run.device, run.world))
+    RunDir(run.run_dir).write_config(
+        document, environment(run.device, run.world), resumed=not run.created
+    )
 
 
 def environment(device: torch.device, world: distributed.World | None = None) -> dict[str, Any]:
