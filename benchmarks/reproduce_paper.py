@@ -1098,7 +1098,12 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - started
         left = f", about {clock(max(expected - elapsed, 0))} left" if expected else ""
         log(f"[{index}/{len(todo)}] {run.label} ({clock(elapsed)} elapsed{left})")
-        execute(run, runs, dataset_dirs)
+        try:
+            execute(run, runs, dataset_dirs)
+        except KeyboardInterrupt as stop:  # Ctrl-C / SIGINT: training saved last.pt first
+            log(f"interrupted during {run.label}: {stop or 'no checkpoint yet'}. Finished runs "
+                "are kept; run the same command again to continue from here.")  # fmt: skip
+            return 130
         rest = todo[index:]
         if not any(r.dataset == run.dataset for r in rest) and rest:
             log(f"dataset {run.dataset} complete: tables written")

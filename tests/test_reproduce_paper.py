@@ -148,3 +148,25 @@ def test_standard_plan_on_an_s3rec_set_declares_its_sparsest_and_densest(tmp_pat
     assert entry["settings"]["pinnerformer"]["max_len"] == 50
     # 3 seeds x (sasrec: 8 groups, pinnerformer: 5 groups with the prior control)
     assert "plan: 39 runs (0 done, 0 to finish, 39 new)" in printed
+
+
+def test_ctrl_c_stops_with_one_line_and_exit_130(tmp_path):
+    data_root = shared_file("ml-100k").parent
+    out = tmp_path / "repro"
+    process = subprocess.Popen(
+        command(*TINY, "--data-root", str(data_root), "--out", str(out)),
+        cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first = out / "runs" / "ml-100k" / "sasrec-generic-s0"
+    deadline = time.monotonic() + 240
+    while not (first / "last.pt").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert not (first / "train_done.json").exists(), "interrupted too late to test the stop"
+    assert process.returncode == 130, stdout + stderr
+    assert "interrupted during ml-100k sasrec+generic s0" in stdout + stderr
+    assert "run the same command again" in stdout + stderr
+    assert "Traceback" not in stderr
+    assert (first / "last.pt").exists()
