@@ -78,6 +78,14 @@ def test_plan_declares_families_before_training_and_skips_unknown_models(tmp_pat
     assert refused.returncode != 0 and "was made with epochs=" in refused.stderr
 
 
+def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen) -> None:
+    """Until ``run_dir`` has a ``last.pt`` (its first epoch is saved) or ``process`` ends."""
+    deadline = time.monotonic() + 240
+    while not (run_dir / "last.pt").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 def tables(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "tables").iterdir())}
 
@@ -111,10 +119,7 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     process = subprocess.Popen(command(*args), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     partial = out / "runs" / "ml-100k" / "sasrec-dynamic-s0"
-    deadline = time.monotonic() + 240
-    while not (partial / "last.pt").exists() and process.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for_checkpoint(partial, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (partial / "train_done.json").exists(), "killed too late to test resumption"
@@ -158,10 +163,7 @@ def test_ctrl_c_stops_with_one_line_and_exit_130(tmp_path):
         cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     first = out / "runs" / "ml-100k" / "sasrec-generic-s0"
-    deadline = time.monotonic() + 240
-    while not (first / "last.pt").exists() and process.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for_checkpoint(first, process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert not (first / "train_done.json").exists(), "interrupted too late to test the stop"
