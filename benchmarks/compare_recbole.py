@@ -336,11 +336,12 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def render(args, dataset: Dataset, ours: dict, theirs: dict, command: str) -> str:
+def render(
+    args, dataset: Dataset, units: dict[str, int], ours: dict, theirs: dict, command: str
+) -> str:
     """The markdown report."""
     import torch
 
-    units = training_units(dataset, args.max_len)
     pair = paired_ndcg(ours["per_case"], theirs["per_case"])
     rows = [
         ("test HR@10 (= Recall@10)", ours["test"]["recall@10"], theirs["test"]["recall@10"], 4),
@@ -458,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"epoch, {units['prefixes']} expected: the export is wrong")  # fmt: skip
         print("dwrec SASRec ...", file=sys.stderr)
         ours = run_dwrec(args, Path(dataset_dir))
-        report = render(args, dataset, ours, theirs, command)
+        report = render(args, dataset, units, ours, theirs, command)
         write_json(args.work / "last-comparison.json", {"dwrec": ours, "recbole": theirs})
     except DwrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
