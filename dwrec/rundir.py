@@ -35,6 +35,9 @@ TRAIN_KEYS_ADDED = {"lr_schedule": "constant", "warmup_steps": 0}
 """``config.json`` "train" options added after runs were written, with the value a run
 written before them trained with: :meth:`RunDir.read_config` fills them in, so such a run
 resumes as it trained and matches a new run of the same settings in ``dwrec report``."""
+MODEL_KEYS_ADDED: dict[str, dict[str, Any]] = {"calrec": {"stage2_epochs": 0}}
+"""The same for the "model" section, by model name: options a model gained after runs of it
+were written, with the value those runs trained with."""
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # sha256 of model.pt by (path, size, mtime)
 
 
@@ -223,13 +226,18 @@ class RunDir:
     # -- config
 
     def read_config(self, with_plugins: bool = False) -> dict:
-        """``config.json`` (train options it predates filled in: ``TRAIN_KEYS_ADDED``);
+        """``config.json`` (options it predates filled in: ``TRAIN_KEYS_ADDED``,
+        ``MODEL_KEYS_ADDED``);
         ``with_plugins``: also import the plugins the run recorded (checked against their
         SHA-256), so that its classes are known."""
         config = read_json(self.config_path)
         if isinstance(config, dict) and isinstance(config.get("train"), dict):
             train = config["train"]
             train.update({k: v for k, v in TRAIN_KEYS_ADDED.items() if k not in train})
+        if isinstance(config, dict) and isinstance(config.get("model"), dict):
+            model = config["model"]
+            added = MODEL_KEYS_ADDED.get(model.get("name"), {})
+            model.update({k: v for k, v in added.items() if k not in model})
         if with_plugins and isinstance(config, dict) and config.get("plugins"):
             from dwrec.plugins import load_recorded
 

@@ -256,3 +256,34 @@ def test_a_decaying_schedule_with_a_second_stage_is_refused(data_dir, tmp_path, 
     assert "--lr-schedule cosine" in err and "second stage" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_runs_that_predate_the_option_pool_with_new_runs(data_dir, tmp_path):
+    """A calrec run written before --stage2-epochs existed (no key in config.json) trained
+    with one stage: it reads back as stage2_epochs 0, so `dwrec report` pools it with a new
+    one-stage run of another seed (the reproduction's seeds span that commit), and a real
+    second stage still counts as a difference."""
+    from dwrec.errors import UsageError
+    from dwrec.rundir import RunDir
+    from dwrec.train.config import from_saved
+
+    options = dict(BASE, loss="generic", epochs=1)
+    for seed, stage2 in ((0, 0), (1, 0), (2, 1)):
+        dwrec.train(data_dir, out=tmp_path / f"s{seed}", seed=seed, stage2_epochs=stage2,
+                    **options)  # fmt: skip
+        dwrec.evaluate(tmp_path / f"s{seed}", device="cpu")
+    for seed in (0, 1):  # the group compared with
+        dwrec.train(data_dir, out=tmp_path / f"d{seed}", seed=seed, **dict(options, loss="dynamic"))
+        dwrec.evaluate(tmp_path / f"d{seed}", device="cpu")
+    baseline = [tmp_path / "d0", tmp_path / "d1"]
+    path = tmp_path / "s0" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["model"]["stage2_epochs"]  # as written before the option existed
+    path.write_text(json.dumps(saved))
+    config = RunDir(tmp_path / "s0").read_config()
+    assert config["model"]["stage2_epochs"] == 0
+    assert from_saved(config).model.stage2_epochs == 0  # what a resume rebuilds
+    runs = [tmp_path / "s0", tmp_path / "s1", *baseline]
+    assert dwrec.report(runs, bootstrap=10, permutations=10) is not None
+    with pytest.raises(UsageError, match="model.stage2_epochs"):
+        dwrec.report([*runs, tmp_path / "s2"], bootstrap=10, permutations=10)
