@@ -46,11 +46,16 @@ def test_cells_from_report_reads_the_group_domains_and_metrics_and_drops_missing
         },
         ("Film-Noir", "sasrec+fixed"): both(cell(0.2, 0.1, 0.3, 0.01, True)),
         ("Drama", "sasrec+dynamic"): both(cell(-0.1, -0.2, 0.0, 0.01, True)),
+        # the baseline scored 0: the JSON writes the lift and its upper bound as "inf"
+        ("Western", "sasrec+dynamic"): {"ndcg@10": cell("inf", 0.5, "inf", 0.02, True)},
     }
     found = cells(rows)
     assert len(found) == 1
     assert (found[0].lift, found[0].lift_low, found[0].metric) == (0.5, 0.1, "recall@10")
     assert found[0].where == "Film-Noir recall@10"
+    western = cells(rows, domains=("Western",))
+    assert len(western) == 1 and western[0].lift == math.inf == western[0].lift_high
+    assert rule.improvement(western).verdict == "reproduced"
     other = rule.cells_from_report(report_json(rows, "power"), "sasrec+dynamic", ["Film-Noir"],
                                    ["recall@10"])  # fmt: skip
     assert other == []  # only the target cohort is read
@@ -61,7 +66,9 @@ def test_cells_from_report_reads_the_group_domains_and_metrics_and_drops_missing
     [
         ([(0.5, 0.2, 0.8, 0.01, True), (0.7, 0.3, 1.0, 0.02, True)], "reproduced"),
         ([(0.5, 0.2, 0.8, 0.01, True), (0.3, -0.1, 0.8, 0.2, False)], "partly"),
-        ([(0.3, -0.1, 0.8, 0.2, False), (0.1, -0.2, 0.5, 0.6, False)], "partly"),
+        # every lift positive, none significant: nothing supports the claim
+        ([(0.3, -0.1, 0.8, 0.2, False), (0.1, -0.2, 0.5, 0.6, False)], "not reproduced"),
+        ([(0.3, -0.1, 0.8, 0.2, False), (-0.1, -0.2, 0.05, 0.6, False)], "not reproduced"),
         ([(-0.3, -0.5, -0.1, 0.01, True), (0.1, -0.2, 0.5, 0.6, False)], "not reproduced"),
         ([(-0.1, -0.3, 0.1, 0.5, False), (0.0, -0.2, 0.2, 1.0, False)], "not reproduced"),
         ([], "not testable here"),
@@ -79,7 +86,12 @@ def test_improvement_rule_from_report_json():
     assert rule.improvement(cells(good)).verdict == "reproduced"
     # significant in the corrected test but not in every seed: report says not significant
     mixed = {("Film-Noir", "sasrec+dynamic"): both(cell(0.6, -0.1, 1.1, 0.003, False))}
-    assert rule.improvement(cells(mixed)).verdict == "partly"
+    verdict = rule.improvement(cells(mixed))
+    assert verdict.verdict == "not reproduced"
+    assert (
+        verdict.reason
+        == "none of 2 cells significantly positive; 2 positive, 0 significantly negative"
+    )
     assert rule.improvement(cells(mixed, domains=("Horror",))).verdict == "not testable here"
 
 

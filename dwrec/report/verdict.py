@@ -7,8 +7,10 @@ same sign in every seed). The rules, applied to the cells a claim names:
 
 - **improvement** (claims 1 and 4: "A beats B"): a cell *confirms* when it is significant with
   a positive lift and *contradicts* when it is significant with a negative lift.
-  ``reproduced``: every cell confirms; ``not reproduced``: no cell confirms and one
-  contradicts or every lift is <= 0; ``partly``: anything in between.
+  ``reproduced``: every cell confirms; ``partly``: some cells confirm, not all;
+  ``not reproduced``: no cell confirms (the reason says whether cells contradict, or how
+  many lifts are positive without being significant: a claim that no cell supports is not
+  reproduced, however its point estimates lean).
 - **non-inferiority** (claims 2 and 3: "maintained", "not harmed") with margin
   :data:`MARGIN` (a relative drop of 5%): ``reproduced``: every cell's CI lies above
   ``-MARGIN`` (no drop larger than 5% is compatible with the data); ``not reproduced``: a
@@ -80,7 +82,8 @@ def cells_from_report(
     where: str = "",
 ) -> list[Cell]:
     """The cells of ``group`` on ``domains`` x ``metrics`` of a report's JSON (as parsed);
-    cells without a lift (too few cases, no baseline value) are left out."""
+    cells without a lift (too few cases, no baseline value) are left out; an infinite lift
+    (the JSON's ``"inf"``: the baseline scored 0 there) is kept."""
     cells = []
     for table in report.get("tables", []):
         if table.get("cohort") != cohort:
@@ -92,8 +95,8 @@ def cells_from_report(
                 cell = row.get("cells", {}).get(metric)
                 if cell is None or cell.get("lift") is None:
                     continue
-                lift = _number(cell["lift"])
-                if not math.isfinite(lift):
+                lift = _number(cell["lift"])  # "inf": the baseline scored 0, a real cell
+                if math.isnan(lift):
                     continue
                 cells.append(
                     Cell(
@@ -131,14 +134,10 @@ def improvement(cells: Sequence[Cell], untestable: str = "no comparable cells") 
     n = len(cells)
     if len(confirmed) == n:
         return Verdict("reproduced", f"all {n} cells significantly positive")
-    if not confirmed and (contradicted or all(c.lift <= 0 for c in cells)):
-        why = (
-            f"{len(contradicted)} of {n} cells significantly negative"
-            if contradicted
-            else f"no positive lift in {n} cells"
-        )
-        return Verdict("not reproduced", why)
     positive = sum(c.lift > 0 for c in cells)
+    if not confirmed:
+        why = f"none of {n} cells significantly positive; {positive} positive"
+        return Verdict("not reproduced", f"{why}, {len(contradicted)} significantly negative")
     return Verdict(
         "partly",
         f"{len(confirmed)} of {n} cells significantly positive, {positive} positive, "
