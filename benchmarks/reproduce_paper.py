@@ -716,7 +716,9 @@ def overall_table(runs: list[Run]) -> str:
 
 
 def pct(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:+.1%}"
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:+.1%}" if math.isfinite(value) else ("+inf" if value > 0 else "-inf")
 
 
 def figure(cells: list) -> str:
@@ -1004,7 +1006,7 @@ def plot(args, reports: dict) -> str:
     except ImportError:
         return "lift-vs-share plot skipped: matplotlib is not installed (pip install matplotlib)"
     figure_, axes = plt.subplots(figsize=(6, 4))
-    drawn = 0
+    drawn, unbounded = 0, []
     for key in args.datasets:
         data = reports.get(key, {}).get("sasrec")
         if data is None:
@@ -1015,15 +1017,21 @@ def plot(args, reports: dict) -> str:
             for row in table["rows"]:
                 cell = row["cells"].get("ndcg@10", {})
                 if row["group"] == "sasrec+dynamic" and cell.get("lift") is not None:
-                    if shares.get(row["domain"]):
+                    lift = float(cell["lift"])  # the JSON writes an infinite lift as "inf"
+                    if not math.isfinite(lift):  # generic scored 0 there: no finite lift
+                        unbounded.append(f"{key} {row['domain']}")
+                    elif shares.get(row["domain"]):
                         xs.append(shares[row["domain"]])
-                        ys.append(100 * cell["lift"])
+                        ys.append(100 * lift)
         if xs:
             axes.scatter(xs, ys, label=key)
             drawn += 1
     if not drawn:
         plt.close(figure_)
         return "lift-vs-share plot skipped: no SASRec dynamic vs generic report yet"
+    if unbounded:
+        axes.text(0.01, 0.01, "not drawn (generic at 0, infinite lift): " + ", ".join(unbounded),
+                  transform=axes.transAxes, fontsize=6, va="bottom")  # fmt: skip
     axes.set_xscale("log")
     axes.axhline(0, color="grey", linewidth=0.8)
     axes.set_xlabel("domain share of training interactions")
@@ -1037,7 +1045,8 @@ def plot(args, reports: dict) -> str:
     with atomic_path(path) as tmp:  # a killed run leaves the old plot or none, never half of one
         figure_.savefig(tmp, format="png", dpi=120, metadata={"Software": None})
     plt.close(figure_)
-    return f"plot: {path.name}"
+    missing = f" (infinite lifts not drawn: {', '.join(unbounded)})" if unbounded else ""
+    return f"plot: {path.name}{missing}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1106,10 +1115,24 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         rest = todo[index:]
         if not any(r.dataset == run.dataset for r in rest) and rest:
-            log(f"dataset {run.dataset} complete: tables written")
-            publish(args, plan, runs, models, skipped, command, started, expected)
+            publish_between(run.dataset, args, plan, runs, models, skipped, command, started,
+                            expected)  # fmt: skip
     publish(args, plan, runs, models, skipped, command, started, expected)
     return 0
+
+
+def publish_between(dataset: str, *publish_args) -> bool:
+    """Publish the tables after ``dataset`` completes while other runs remain. A failure is
+    logged, not raised: the runs still to do go on (hours of training are not lost to a
+    table), and ``--tables-only`` writes the tables once the cause is mended."""
+    try:
+        publish(*publish_args)
+    except Exception as error:  # noqa: BLE001 - any failure of the tables, reported below
+        log(f"dataset {dataset} complete, but its tables failed: {type(error).__name__}: "
+            f"{error}. Training goes on; after mending the cause, rerun with --tables-only.")  # fmt: skip
+        return False
+    log(f"dataset {dataset} complete: tables written")
+    return True
 
 
 def complete_datasets(args, runs: list[Run]) -> list[str]:

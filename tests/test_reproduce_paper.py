@@ -172,3 +172,35 @@ def test_ctrl_c_stops_with_one_line_and_exit_130(tmp_path):
     assert "run the same command again" in stdout + stderr
     assert "Traceback" not in stderr
     assert (first / "last.pt").exists()
+
+
+def test_a_failing_table_between_datasets_does_not_stop_the_training(tmp_path):
+    """When a dataset completes while runs of another remain, its tables are written; if
+    that fails (here: a domain in the declared family that the dataset lacks), the script
+    says so and trains the rest, and ``--tables-only`` writes the tables once mended."""
+    data_root = shared_file("ml-100k").parent
+    shared_file("s3rec-lastfm")
+    out = tmp_path / "repro"
+    args = ["--budget", "quick", "--datasets", "ml-100k", "s3rec-lastfm", "--models", "sasrec",
+            "--groups", "generic", "dynamic", "--epochs", "1", "--seeds", "1", "--threads",
+            "1", "--no-probe", "--bootstrap", "20", "--data-root", str(data_root), "--out",
+            str(out)]  # fmt: skip
+    run(*args, "--dry-run")
+    plan_path = out / "plan.json"
+    plan = json.loads(plan_path.read_text())
+    family = plan["datasets"]["ml-100k"]["declared"]["family"]
+    plan["datasets"]["ml-100k"]["declared"]["family"] = [*family, "No-Such-Genre"]
+    plan_path.write_text(json.dumps(plan))
+    done = subprocess.run(command(*args), cwd=REPO, env=env(), capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    printed = done.stdout + done.stderr
+    assert "dataset ml-100k complete, but its tables failed:" in printed, printed
+    assert "No-Such-Genre" in printed and "rerun with --tables-only" in printed
+    for name in ("sasrec-generic-s0", "sasrec-dynamic-s0"):  # the next dataset still trained
+        assert (out / "runs" / "s3rec-lastfm" / name / "train_done.json").exists()
+    assert done.returncode != 0  # the final tables meet the same cause: the run is not done
+    plan["datasets"]["ml-100k"]["declared"]["family"] = family
+    plan_path.write_text(json.dumps(plan))
+    printed = run(*args, "--tables-only")
+    assert "plan: 4 runs (4 done, 0 to finish, 0 new)" in printed
+    assert {"ml-100k.md", "s3rec-lastfm.md"} <= set(tables(out))
