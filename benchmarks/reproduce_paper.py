@@ -48,9 +48,19 @@ without training anything, e.g. while another invocation is still running. Wall 
 in ``OUT/timing.md`` (every run's wall time and the overhead claim, which is measured from
 the runs' per-step times), and ``OUT/summary.md`` assembles both for docs/results.md.
 
+Workers: the same command started several times on one ``--out`` (for instance two
+``--threads 1`` workers on a 2-core machine, which train faster together than one with two
+threads) shares the plan. Each run is claimed by one worker (``fcntl.flock`` on a lock file
+beside its run dir, which the kernel releases when the worker's process ends, however it
+ends); a prior-shift evaluation waits until its generic and dynamic runs are done; a worker
+with nothing left to claim waits for the others' runs, then writes the tables. Preparing
+the datasets and writing the tables are serialised the same way. The lock files need a
+local file system with ``flock`` (Linux, macOS); elsewhere, run one worker per ``--out``.
+
     python benchmarks/reproduce_paper.py --budget quick --threads 2       # smoke test
     python benchmarks/reproduce_paper.py --dry-run --threads 2            # plan + estimate
     nohup python benchmarks/reproduce_paper.py --threads 2 > repro.log 2>&1 &
+    for i in 1 2; do nohup python benchmarks/reproduce_paper.py --threads 1 > w$i.log 2>&1 & done
     python benchmarks/reproduce_paper.py --tables-only                   # tables so far
 """
 
@@ -1065,9 +1075,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     log(f"reproduce_paper ({args.budget}): {command}")
-    check_stored_plan(args)
-    dataset_dirs = prepare_datasets(args)
-    plan = make_plan(args, dataset_dirs)
+    with claim(args.out / "setup", wait=True):  # one worker at a time prepares and plans
+        check_stored_plan(args)
+        dataset_dirs = prepare_datasets(args)
+        plan = make_plan(args, dataset_dirs)
     for key in args.datasets:
         declared = plan["datasets"][key]["declared"]
         log(f"family {key}: {', '.join(declared['family'])} (fixed target "
@@ -1103,22 +1114,101 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     todo = [] if args.tables_only else [r for r in runs if run_state(r) != "evaluated"]
-    for index, run in enumerate(todo, start=1):
-        elapsed = time.perf_counter() - started
-        left = f", about {clock(max(expected - elapsed, 0))} left" if expected else ""
-        log(f"[{index}/{len(todo)}] {run.label} ({clock(elapsed)} elapsed{left})")
-        try:
-            execute(run, runs, dataset_dirs)
-        except KeyboardInterrupt as stop:  # Ctrl-C / SIGINT: training saved last.pt first
-            log(f"interrupted during {run.label}: {stop or 'no checkpoint yet'}. Finished runs "
-                "are kept; run the same command again to continue from here.")  # fmt: skip
-            return 130
-        rest = todo[index:]
-        if not any(r.dataset == run.dataset for r in rest) and rest:
-            publish_between(run.dataset, args, plan, runs, models, skipped, command, started,
-                            expected)  # fmt: skip
-    publish(args, plan, runs, models, skipped, command, started, expected)
+    index, waiting = 0, False
+    while todo:
+        run = next_run(todo, runs)
+        if run is None:  # every run left is held by another worker, or waits on one
+            if not waiting:
+                log(f"waiting: {len(todo)} runs held by other workers or waiting on theirs")
+            waiting = True
+            try:
+                time.sleep(POLL_SECONDS)
+            except KeyboardInterrupt:
+                log("interrupted while waiting for other workers; run the same command again "
+                    "to continue")  # fmt: skip
+                return 130
+            continue
+        waiting = False
+        with claim(run.path) as held:
+            if not held or run_state(run) == "evaluated":  # taken or finished meanwhile
+                if run_state(run) == "evaluated":
+                    todo.remove(run)
+                continue
+            index += 1
+            elapsed = time.perf_counter() - started
+            left = f", about {clock(max(expected - elapsed, 0))} left" if expected else ""
+            log(f"[{index}/{len(todo) + index - 1}] {run.label} ({clock(elapsed)} elapsed{left})")
+            try:
+                execute(run, runs, dataset_dirs)
+            except KeyboardInterrupt as stop:  # Ctrl-C / SIGINT: training saved last.pt first
+                log(f"interrupted during {run.label}: {stop or 'no checkpoint yet'}. Finished "
+                    "runs are kept; run the same command again to continue from here.")  # fmt: skip
+                return 130
+        todo.remove(run)
+        ours = [r for r in runs if r.dataset == run.dataset]
+        if todo and all(run_state(r) == "evaluated" for r in ours):
+            with claim(args.out / "publish", wait=True):
+                publish_between(run.dataset, args, plan, runs, models, skipped, command,
+                                started, expected)  # fmt: skip
+    with claim(args.out / "publish", wait=True):
+        publish(args, plan, runs, models, skipped, command, started, expected)
     return 0
+
+
+POLL_SECONDS = 5
+"""How often a worker with nothing to claim looks again (its last runs held by others)."""
+
+
+def next_run(todo: list[Run], runs: list[Run]) -> Run | None:
+    """The first run of ``todo`` (plan order) that no other worker holds and whose inputs
+    are done (a prior-shift evaluation needs its generic and dynamic runs evaluated)."""
+    for run in todo:
+        if not run.trains and any(
+            run_state(find_run(runs, run, name)) != "evaluated" for name in ("generic", "dynamic")
+        ):
+            continue
+        if not held_elsewhere(run.path):
+            return run
+    return None
+
+
+def _lock_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.lock"
+
+
+def held_elsewhere(path: Path) -> bool:
+    """Whether another live process holds ``path``'s claim (see :func:`claim`)."""
+    with claim(path) as held:
+        return not held
+
+
+@contextlib.contextmanager
+def claim(path: Path, wait: bool = False):
+    """Hold an exclusive claim on ``path`` (a run dir, or the tables) among the processes
+    sharing ``--out``: ``fcntl.flock`` on ``.<name>.lock`` beside it. Yields whether it is
+    held; ``wait``: block until it is. The kernel drops the claim when its process ends,
+    however it ends (a killed worker leaves nothing to clean). Without ``fcntl`` (Windows)
+    every claim is granted: run one worker per ``--out`` there."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield True
+        return
+    lock = _lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock, "a+")  # noqa: SIM115 - closed below, after the claim is released
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
 
 
 def publish_between(dataset: str, *publish_args) -> bool:

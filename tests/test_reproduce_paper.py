@@ -3,6 +3,7 @@ unknown models skipped with a note, and killing + rerunning ends with byte-ident
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -136,6 +137,43 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     assert tables(out) == uninterrupted
     assert (plot.read_bytes() if plot.exists() else None) == drawn
     assert not list(out.glob(".*.tmp"))  # no temporary file left beside the outputs
+
+    # A run another worker holds (its lock taken here) is skipped, the prior-shift
+    # evaluation waits for it, and once released the worker trains it: same tables.
+    shutil.rmtree(out / "runs")
+    shutil.rmtree(out / "tables")
+    lock = out / "runs" / "ml-100k" / ".sasrec-dynamic-s0.lock"
+    lock.parent.mkdir(parents=True)
+    log_path = tmp_path / "worker.log"
+    with open(lock, "a+") as held, open(log_path, "w") as sink:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = subprocess.Popen(command(*args), cwd=REPO, env=env(), stdout=sink,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 240
+        while "waiting: 2 runs held by other workers" not in log_path.read_text():
+            assert worker.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        assert not (out / "runs" / "ml-100k" / "sasrec-dynamic-s0").exists()
+    assert worker.wait(timeout=300) == 0, log_path.read_text()
+    order = re.findall(r"^\[\d+/\d+\] ml-100k (.+) s0 \(", log_path.read_text(), re.M)
+    assert order == ["sasrec+generic", "sasrec+dynamic", "sasrec+generic+prior"]
+    assert tables(out) == uninterrupted
+
+    # Two workers on the same --out share the plan: each run trains once, in one of them
+    # (the prior-shift evaluation after both its inputs), with the same tables.
+    shutil.rmtree(out / "runs")
+    shutil.rmtree(out / "tables")
+    workers = [subprocess.Popen(command(*args), cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]  # fmt: skip
+    printed = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], printed
+    started = [re.findall(r"^\[\d+/\d+\] (ml-100k .+ s0) \(", p, re.M) for p in printed]
+    assert sorted(started[0] + started[1]) == [
+        "ml-100k sasrec+dynamic s0", "ml-100k sasrec+generic s0", "ml-100k sasrec+generic+prior s0",
+    ], printed  # fmt: skip
+    for name in ("sasrec-generic-s0", "sasrec-dynamic-s0"):
+        assert len((out / "runs" / "ml-100k" / name / "log.jsonl").read_text().splitlines()) == 2
+    assert tables(out) == uninterrupted
 
 
 def test_standard_plan_on_an_s3rec_set_declares_its_sparsest_and_densest(tmp_path):
