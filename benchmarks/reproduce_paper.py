@@ -969,7 +969,12 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
             "Threads and commits: each run's own `config.json` and `environment.json` (a run "
             "keeps its thread count when resumed; `a+b`: trained at commit a, resumed at b; "
             "runs written before dwrec kept earlier invocations name only the last). Commits: "
-            + (", ".join(f"{c} ({n} runs)" for c, n in sorted(commits.items())) or "-"),
+            + (
+                ", ".join(
+                    f"{c} ({n} run{'' if n == 1 else 's'})" for c, n in sorted(commits.items())
+                )
+                or "-"
+            ),
             "",
             *lines,
         ]
