@@ -1121,37 +1121,37 @@ def main(argv: list[str] | None = None) -> int:
     todo = [] if args.tables_only else [r for r in runs if run_state(r) != "evaluated"]
     index, waiting = 0, False
     while todo:
-        run = next_run(todo, runs)
-        if run is None:  # every run left is held by another worker, or waits on one
-            if not waiting:
-                log(f"waiting: {len(todo)} runs held by other workers or waiting on theirs")
-            waiting = True
-            try:
-                time.sleep(POLL_SECONDS)
-            except KeyboardInterrupt:
-                log("interrupted while waiting for other workers; run the same command again "
-                    "to continue")  # fmt: skip
-                return 130
-            continue
-        waiting = False
-        with claim(run.path) as held:
-            if not held or run_state(run) == "evaluated":  # taken or finished meanwhile
-                if run_state(run) == "evaluated":
-                    todo.remove(run)
+        with contextlib.ExitStack() as claims:
+            run = claim_next(todo, runs, claims)
+            if run is None:  # every run left is held by another worker, or waits on one
+                if not waiting:
+                    log(f"waiting: {len(todo)} runs held by other workers or waiting on theirs")
+                waiting = True
+                try:
+                    time.sleep(POLL_SECONDS)
+                except KeyboardInterrupt:
+                    log("interrupted while waiting for other workers; run the same command "
+                        "again to continue")  # fmt: skip
+                    return 130
                 continue
-            index += 1
-            elapsed = time.perf_counter() - started
-            left = f", about {clock(max(expected - elapsed, 0))} left" if expected else ""
-            log(f"[{index}/{len(todo) + index - 1}] {run.label} ({clock(elapsed)} elapsed{left})")
-            try:
-                execute(run, runs, dataset_dirs)
-            except KeyboardInterrupt as stop:  # Ctrl-C / SIGINT: training saved last.pt first
-                log(f"interrupted during {run.label}: {stop or 'no checkpoint yet'}. Finished "
-                    "runs are kept; run the same command again to continue from here.")  # fmt: skip
-                return 130
+            waiting = False
+            ran = run_state(run) != "evaluated"  # else another worker finished it meanwhile
+            if ran:
+                index += 1
+                elapsed = time.perf_counter() - started
+                left = f", about {clock(max(expected - elapsed, 0))} left" if expected else ""
+                log(f"[{index}/{len(todo) + index - 1}] {run.label} ({clock(elapsed)} "
+                    f"elapsed{left})")  # fmt: skip
+                try:
+                    execute(run, runs, dataset_dirs)
+                except KeyboardInterrupt as stop:  # Ctrl-C / SIGINT: last.pt saved first
+                    log(f"interrupted during {run.label}: {stop or 'no checkpoint yet'}. "
+                        "Finished runs are kept; run the same command again to continue "
+                        "from here.")  # fmt: skip
+                    return 130
         todo.remove(run)
         ours = [r for r in runs if r.dataset == run.dataset]
-        if todo and all(run_state(r) == "evaluated" for r in ours):
+        if ran and todo and all(run_state(r) == "evaluated" for r in ours):
             with claim(args.out / "publish", wait=True):
                 publish_between(run.dataset, args, plan, runs, models, skipped, command,
                                 started, expected)  # fmt: skip
@@ -1164,27 +1164,18 @@ POLL_SECONDS = 5
 """How often a worker with nothing to claim looks again (its last runs held by others)."""
 
 
-def next_run(todo: list[Run], runs: list[Run]) -> Run | None:
-    """The first run of ``todo`` (plan order) that no other worker holds and whose inputs
-    are done (a prior-shift evaluation needs its generic and dynamic runs evaluated)."""
+def claim_next(todo: list[Run], runs: list[Run], claims: contextlib.ExitStack) -> Run | None:
+    """The first run of ``todo`` (plan order) whose inputs are done (a prior-shift evaluation
+    needs its generic and dynamic runs evaluated) and that this worker could claim; the
+    claim is held until ``claims`` closes. None when every such run is held elsewhere."""
     for run in todo:
         if not run.trains and any(
             run_state(find_run(runs, run, name)) != "evaluated" for name in ("generic", "dynamic")
         ):
             continue
-        if not held_elsewhere(run.path):
+        if claims.enter_context(claim(run.path)):
             return run
     return None
-
-
-def _lock_path(path: Path) -> Path:
-    return path.parent / f".{path.name}.lock"
-
-
-def held_elsewhere(path: Path) -> bool:
-    """Whether another live process holds ``path``'s claim (see :func:`claim`)."""
-    with claim(path) as held:
-        return not held
 
 
 @contextlib.contextmanager
@@ -1199,7 +1190,7 @@ def claim(path: Path, wait: bool = False):
     except ImportError:  # pragma: no cover - Windows
         yield True
         return
-    lock = _lock_path(path)
+    lock = path.parent / f".{path.name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     handle = open(lock, "a+")  # noqa: SIM115 - closed below, after the claim is released
     try:
