@@ -37,18 +37,19 @@ def best_of(repeats: int, work: Callable[[], object]) -> float:
     return min(times)
 
 
-def report_header(title: str, threads: int) -> list[str]:
-    """The opening lines of a benchmark's markdown: title, date, load, machine, command."""
+def report_header(title: str, threads: int | None) -> list[str]:
+    """The opening lines of a benchmark's markdown: title, date, load, machine, command
+    (``threads`` None: the report trains nothing, so no thread count is claimed)."""
     import torch
 
+    used = "" if threads is None else f" ({threads} threads)"
     script = Path(sys.argv[0]).name
     return [
         f"## {title}",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the "
         f"end {load_average()}",
-        f"- machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch {torch.__version__} "
-        f"({threads} threads)",
+        f"- machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}{used}",
         f"- command: `python benchmarks/{script} {' '.join(sys.argv[1:])}`".rstrip(),
     ]
 

@@ -24,10 +24,16 @@ Default data: the ML-1M ratings excerpt of ``../shared/data/ml-1m``, iterative 5
 (2,999 users, 3,266 items), prepared once under ``--work``. Without it the benchmark says
 so and exits (pass ``--dataset-dir`` for any prepared dataset).
 
+Several invocations may share one ``--work`` (say one per seed, side by side): each warms up
+and trains in folders of its own. ``--combine`` then reads their ``--json`` files and reports
+every seed and the mean over seeds, with the paired new - old differences.
+
 Usage::
 
     python benchmarks/time_to_accuracy.py --threads 2 --old epochs=28 --write FILE.md
     python benchmarks/time_to_accuracy.py --new lr=5e-3 --new lr_schedule=constant
+    python benchmarks/time_to_accuracy.py --seed 1 --threads 1 --json s1.json   # and s2, ...
+    python benchmarks/time_to_accuracy.py --combine s0.json s1.json s2.json --write FILE.md
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -98,6 +105,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", choices=("old", "new"), help="train one configuration only")
     parser.add_argument("--write", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="write the curves and results as JSON")
+    parser.add_argument(
+        "--combine", type=Path, nargs="+", metavar="JSON",
+        help="train nothing: report the runs of these --json files (one per seed) together",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("--threads must be >= 1")
@@ -141,13 +152,15 @@ def dataset_dir(args: argparse.Namespace) -> Path:
     return result.path
 
 
-def warm_up(folder: Path, threads: int) -> None:
+def warm_up(work: Path, threads: int) -> None:
     """Pay the one-off costs the first epoch of the first run would otherwise pay alone
     (dwrec's imports; torch imports its compiler stack, about 10 s, on a model's first
-    initialisation): one tiny run on a tiny synthetic dataset."""
+    initialisation): one tiny run on a tiny synthetic dataset, in a folder of this
+    invocation's own under ``work``."""
     import shutil
 
-    shutil.rmtree(folder, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=work, prefix="warm-up-"))
     options = {"users": 40, "items": 20, "domains": 2, "mean_length": 8}
     data = dwrec.prepare("synthetic", out=folder / "data", options=options)
     dwrec.train(
@@ -346,11 +359,129 @@ def report(arms: list[Arm], args: argparse.Namespace) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------- several seeds
+
+
+def load_arms(paths: list[Path]) -> list[tuple[int, Arm]]:
+    """``(seed, arm)`` for every configuration of every ``--json`` file. Files written before
+    the JSON recorded the seed take it from the run's own config.json."""
+    arms = []
+    for path in paths:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            for name, entry in raw.items():
+                arm = Arm(
+                    name, entry["settings"], curve=entry["curve"], test=entry["test"],
+                    best_epoch=entry["best_epoch"], run_dir=Path(entry["run_dir"]),
+                )  # fmt: skip
+                seed = entry.get("seed")
+                if seed is None:
+                    config = json.loads((arm.run_dir / "config.json").read_text("utf-8"))
+                    seed = config["train"]["seed"]
+                arms.append((int(seed), arm))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            sys.exit(f"{path}: not a time_to_accuracy --json file ({exc!r})")
+    seen: dict[str, dict] = {}
+    for seed, arm in arms:
+        if seen.setdefault(arm.name, arm.settings) != arm.settings:
+            sys.exit(
+                f"the '{arm.name}' runs differ in their settings ({seen[arm.name]} against "
+                f"{arm.settings} in seed {seed}); combine runs of one configuration only"
+            )
+    keys = [(seed, arm.name) for seed, arm in arms]
+    if len(set(keys)) != len(keys):
+        sys.exit("a configuration appears twice with the same seed; give each seed once")
+    return sorted(arms, key=lambda pair: (pair[0], pair[1] != "old"))
+
+
+def mean_sd(values: list[float], digits: int = 4) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def paired_interval(differences: list[float]) -> str:
+    """Mean of the per-seed differences with its 95% t-interval over seeds."""
+    from scipy import stats
+
+    mean = float(np.mean(differences))
+    if len(differences) < 2:
+        return f"{mean:+.4f}"
+    half = stats.t.ppf(0.975, len(differences) - 1) * stats.sem(differences)
+    return f"{mean:+.4f} [{mean - half:+.4f}, {mean + half:+.4f}]"
+
+
+def combined_report(arms: list[tuple[int, Arm]], args: argparse.Namespace) -> list[str]:
+    names = list(dict.fromkeys(arm.name for _, arm in arms))
+    seeds = sorted({seed for seed, _ in arms})
+    lines = report_header("Time to accuracy over seeds: SASRec + CE", None)
+    lines += [
+        f"- target: validation NDCG@10 >= {args.target}; seeds {', '.join(map(str, seeds))}; "
+        f"{len(args.combine)} --json files",
+        "",
+        "| seed | configuration | epochs to target | best epoch / epochs run | best valid "
+        "NDCG@10 | test HR@10 | test NDCG@10 | training s / epoch |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for seed, arm in arms:
+        hit = reached(arm, args.target)
+        best = max(p["valid_ndcg@10"] for p in arm.curve)
+        lines.append(
+            f"| {seed} | {arm.name} | {hit['epoch'] if hit else 'not reached'} | "
+            f"{arm.best_epoch} / {len(arm.curve)} | {best:.4f} | {arm.test['recall@10']:.4f} | "
+            f"{arm.test['ndcg@10']:.4f} | {per_epoch(arm):.1f} |"
+        )
+    lines += [
+        "",
+        "Mean ± standard deviation over seeds:",
+        "",
+        "| configuration | seeds | epochs to target | test HR@10 | test NDCG@10 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        group = [arm for _, arm in arms if arm.name == name]
+        hits = [reached(arm, args.target) for arm in group]
+        epochs = (
+            mean_sd([h["epoch"] for h in hits], 1)
+            if all(hits)
+            else f"not reached in {sum(h is None for h in hits)} of {len(hits)}"
+        )
+        lines.append(
+            f"| {name} | {len(group)} | {epochs} | "
+            f"{mean_sd([a.test['recall@10'] for a in group])} | "
+            f"{mean_sd([a.test['ndcg@10'] for a in group])} |"
+        )
+    by_seed = {(seed, arm.name): arm for seed, arm in arms}
+    paired = [s for s in seeds if (s, "old") in by_seed and (s, "new") in by_seed]
+    if paired:
+        lines += [
+            "",
+            f"Paired by seed (new - old, {len(paired)} seeds; mean [95% t-interval]):",
+            "",
+        ]
+        for metric, label in (("recall@10", "test HR@10"), ("ndcg@10", "test NDCG@10")):
+            diffs = [
+                by_seed[(s, "new")].test[metric] - by_seed[(s, "old")].test[metric] for s in paired
+            ]
+            lines.append(f"- {label}: {paired_interval(diffs)}")
+        hits = [
+            (reached(by_seed[(s, "new")], args.target), reached(by_seed[(s, "old")], args.target))
+            for s in paired
+        ]
+        if all(new and old for new, old in hits):
+            ratio = sum(new["epoch"] for new, _ in hits) / sum(old["epoch"] for _, old in hits)
+            lines.append(f"- epochs to target, new / old (summed over seeds): {ratio:.2f}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.combine:
+        publish(combined_report(load_arms(args.combine), args), args.write)
+        return
     dataset = dataset_dir(args)
     torch.set_num_threads(args.threads)
-    warm_up(args.work / "warm-up", args.threads)
+    warm_up(args.work, args.threads)
 
     old = dict(OLD_DEFAULTS, **overrides(args.old))
     new = dict(NEW_SETTINGS, **overrides(args.new))
@@ -360,8 +491,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.only:
         arms = [a for a in arms if a.name == args.only]
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    (args.work / "runs").mkdir(parents=True, exist_ok=True)
+    runs = Path(tempfile.mkdtemp(dir=args.work / "runs", prefix=f"{stamp}-s{args.seed}-"))
     for arm in arms:
-        arm.run_dir = args.work / "runs" / f"{stamp}-{arm.name}"
+        arm.run_dir = runs / arm.name
     turns = Turns([a.name for a in arms])
     threads = [
         threading.Thread(target=train_arm, args=(arm, turns, dataset, args), daemon=True)
@@ -379,8 +512,9 @@ def main(argv: list[str] | None = None) -> None:
     publish(report(arms, args), args.write)
     if args.json:
         raw = {
-            arm.name: {"settings": arm.settings, "curve": arm.curve, "test": arm.test,
-                       "best_epoch": arm.best_epoch, "run_dir": str(arm.run_dir)}
+            arm.name: {"settings": arm.settings, "seed": args.seed, "curve": arm.curve,
+                       "test": arm.test, "best_epoch": arm.best_epoch,
+                       "run_dir": str(arm.run_dir)}
             for arm in arms
         }  # fmt: skip
         args.json.write_text(json.dumps(raw, indent=1), encoding="utf-8")
