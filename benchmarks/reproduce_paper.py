@@ -1012,8 +1012,59 @@ def machine() -> str:
             f"Python {platform.python_version()}")  # fmt: skip
 
 
+PLOT_MODELS = ("sasrec", "pinnerformer")
+"""The backbones of the lift-vs-share figure, one panel each."""
+
+
+def _lift_value(value) -> float | None:
+    """A lift from the report JSON, which writes an infinite one as the string "inf"."""
+    return None if value is None else float(value)
+
+
+def lift_points(args, reports: dict) -> dict:
+    """What the lift-vs-share figure shows: per backbone, every declared-family domain's
+    NDCG@10 lift of dynamic over generic (target cohort) with its CI over seeds and cases and
+    whether it is significant (Holm within the family, same sign in every seed), from the
+    same report cells as the tables. A lift that is infinite (generic scored 0) has no point:
+    it is listed in ``not_drawn``."""
+    points: dict[str, list[dict]] = {}
+    not_drawn: list[str] = []
+    for model in PLOT_MODELS:
+        for key in args.datasets:
+            data = reports.get(key, {}).get(model)
+            if data is None:
+                continue
+            shares = {d["domain"]: d["share"] for d in data[0]["domains"]}
+            for table in data[0]["tables"]:
+                if table.get("cohort", "target") != "target":
+                    continue
+                for row in table["rows"]:
+                    cell = row["cells"].get("ndcg@10", {})
+                    lift = _lift_value(cell.get("lift"))
+                    if row["group"] != f"{model}+dynamic" or lift is None:
+                        continue
+                    if not math.isfinite(lift):
+                        not_drawn.append(f"{model} {key} {row['domain']}")
+                    elif shares.get(row["domain"]):
+                        points.setdefault(model, []).append({
+                            "dataset": key, "domain": row["domain"], "n": row["n"],
+                            "share": shares[row["domain"]], "lift": lift,
+                            "low": _lift_value(cell.get("lift_low")),
+                            "high": _lift_value(cell.get("lift_high")),
+                            "significant": bool(cell.get("significant")),
+                        })  # fmt: skip
+    return {"metric": "ndcg@10", "cohort": "target", "points": points, "not_drawn": not_drawn}
+
+
 def plot(args, reports: dict) -> str:
-    """Lift of SASRec dynamic over generic (NDCG@10) against domain share, every dataset."""
+    """The lift of dynamic over generic (NDCG@10) against domain share, every complete
+    dataset, one panel per backbone, with CIs; the plotted numbers also go to
+    ``OUT/tables/lift-vs-share.json`` (written with or without matplotlib)."""
+    data = lift_points(args, reports)
+    write_text(args.out / "tables" / "lift-vs-share.json",
+               json.dumps(data, indent=2, sort_keys=True) + "\n")  # fmt: skip
+    if not data["points"]:
+        return "lift-vs-share plot skipped: no dynamic vs generic report yet"
     try:
         import matplotlib
 
@@ -1021,47 +1072,56 @@ def plot(args, reports: dict) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "lift-vs-share plot skipped: matplotlib is not installed (pip install matplotlib)"
-    figure_, axes = plt.subplots(figsize=(6, 4))
-    drawn, unbounded = 0, []
-    for key in args.datasets:
-        data = reports.get(key, {}).get("sasrec")
-        if data is None:
-            continue
-        shares = {d["domain"]: d["share"] for d in data[0]["domains"]}
-        xs, ys = [], []
-        for table in data[0]["tables"]:
-            for row in table["rows"]:
-                cell = row["cells"].get("ndcg@10", {})
-                if row["group"] == "sasrec+dynamic" and cell.get("lift") is not None:
-                    lift = float(cell["lift"])  # the JSON writes an infinite lift as "inf"
-                    if not math.isfinite(lift):  # generic scored 0 there: no finite lift
-                        unbounded.append(f"{key} {row['domain']}")
-                    elif shares.get(row["domain"]):
-                        xs.append(shares[row["domain"]])
-                        ys.append(100 * lift)
-        if xs:
-            axes.scatter(xs, ys, label=key)
-            drawn += 1
-    if not drawn:
-        plt.close(figure_)
-        return "lift-vs-share plot skipped: no SASRec dynamic vs generic report yet"
-    if unbounded:
-        axes.text(0.01, 0.01, "not drawn (generic at 0, infinite lift): " + ", ".join(unbounded),
-                  transform=axes.transAxes, fontsize=6, va="bottom")  # fmt: skip
-    axes.set_xscale("log")
-    axes.axhline(0, color="grey", linewidth=0.8)
-    axes.set_xlabel("domain share of training interactions")
-    axes.set_ylabel("NDCG@10 lift of dynamic over generic (%)")
-    axes.set_title("SASRec: lift vs domain share, declared family domains")
-    axes.legend(fontsize=8)
-    figure_.tight_layout()
+    models = [m for m in PLOT_MODELS if m in data["points"]]
+    figure_, panels = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.5),
+                                   sharey=True, squeeze=False)  # fmt: skip
+    every = [p for model in models for p in data["points"][model]]
+    top = max(100.0, 1.3 * max(100 * p["lift"] for p in every))
+    colours = {key: f"C{i}" for i, key in enumerate(args.datasets)}
+    for axes, model in zip(panels[0], models, strict=True):
+        for key in args.datasets:
+            mine = [p for p in data["points"][model] if p["dataset"] == key]
+            if not mine:
+                continue
+            for significant in (True, False):
+                chosen = [p for p in mine if p["significant"] == significant]
+                if not chosen:
+                    continue
+                xs = [p["share"] for p in chosen]
+                ys = [100 * p["lift"] for p in chosen]
+                below = [100 * (p["lift"] - p["low"]) if p["low"] is not None else 0.0
+                         for p in chosen]  # fmt: skip
+                above = [100 * (min(p["high"], 1e6) - p["lift"]) if p["high"] is not None
+                         else 0.0 for p in chosen]  # fmt: skip
+                axes.errorbar(
+                    xs, ys, yerr=[below, above], fmt="o", color=colours[key],
+                    markerfacecolor=colours[key] if significant else "white",
+                    elinewidth=0.8, capsize=2,
+                    label=key if significant or not any(p["significant"] for p in mine)
+                    else None,
+                )  # fmt: skip
+        axes.set_xscale("log")
+        axes.set_ylim(-100, top)
+        axes.axhline(0, color="grey", linewidth=0.8)
+        axes.set_xlabel("domain share of training interactions")
+        axes.set_title(f"{model}: dynamic vs generic")
+        axes.legend(fontsize=8)
+    panels[0][0].set_ylabel("NDCG@10 lift, target cohort (%)")
+    caption = ("filled: significant (Holm within the declared family, same sign in every "
+               "seed); bars: 95% CI over seeds and cases, cut at the top edge")  # fmt: skip
+    if data["not_drawn"]:
+        caption += "\nnot drawn (generic at 0, infinite lift): " + ", ".join(data["not_drawn"])
+    figure_.text(0.01, 0.01, caption, fontsize=7, va="bottom")
+    figure_.tight_layout(rect=(0, 0.06 + 0.03 * bool(data["not_drawn"]), 1, 1))
     path = args.out / "lift-vs-share.png"
     from dwrec.io import atomic_path
 
     with atomic_path(path) as tmp:  # a killed run leaves the old plot or none, never half of one
         figure_.savefig(tmp, format="png", dpi=120, metadata={"Software": None})
     plt.close(figure_)
-    missing = f" (infinite lifts not drawn: {', '.join(unbounded)})" if unbounded else ""
+    missing = (
+        f" (infinite lifts not drawn: {', '.join(data['not_drawn'])})" if data["not_drawn"] else ""
+    )
     return f"plot: {path.name}{missing}"
 
 

@@ -99,7 +99,28 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     assert "plan: 3 runs (0 done, 0 to finish, 3 new)" in printed
     assert "reached the epoch cap (2)" in printed  # a capped run is said so...
     uninterrupted = tables(out)
-    assert set(uninterrupted) == {"ml-100k.json", "ml-100k.md", "verdict.json", "verdict.md"}
+    assert set(uninterrupted) == {
+        "ml-100k.json", "ml-100k.md", "verdict.json", "verdict.md", "lift-vs-share.json",
+    }  # fmt: skip
+    # the figure's numbers are the report's own cells: lift, CI and significance
+    figure = json.loads(uninterrupted["lift-vs-share.json"])
+    report = json.loads(uninterrupted["ml-100k.json"])["reports"]["sasrec"]
+    cells = {
+        row["domain"]: row["cells"]["ndcg@10"]
+        for table in report["tables"]
+        for row in table["rows"]
+        if row["group"] == "sasrec+dynamic" and row["domain"] != "overall"
+        and row["cells"].get("ndcg@10", {}).get("lift") is not None
+    }  # fmt: skip
+    shown = {p["domain"]: p for p in figure["points"].get("sasrec", [])}
+    infinite = {name.split()[-1] for name in figure["not_drawn"]}
+    assert cells and set(shown) | infinite == set(cells) and not set(shown) & infinite
+    for domain, point in shown.items():
+        cell = cells[domain]
+        assert (point["lift"], point["low"], point["high"], point["significant"]) == (
+            float(cell["lift"]), float(cell["lift_low"]), float(cell["lift_high"]),
+            cell["significant"],
+        )  # fmt: skip
     assert "| sasrec+dynamic | ce | 1 |" in uninterrupted["ml-100k.md"].decode()
     assert "| **1** |" in uninterrupted["ml-100k.md"].decode()  # ...and flagged in the table
     assert str(tmp_path) not in "".join(v.decode() for v in uninterrupted.values())
