@@ -1021,6 +1021,18 @@ def _lift_value(value) -> float | None:
     return None if value is None else float(value)
 
 
+def _finite_json(value):
+    """``value`` with every non-finite float written as a string ("inf"), as the report
+    JSON writes it, so the file stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
 def lift_points(args, reports: dict) -> dict:
     """What the lift-vs-share figure shows: per backbone, every declared-family domain's
     NDCG@10 lift of dynamic over generic (target cohort) with its CI over seeds and cases and
@@ -1062,7 +1074,7 @@ def plot(args, reports: dict) -> str:
     ``OUT/tables/lift-vs-share.json`` (written with or without matplotlib)."""
     data = lift_points(args, reports)
     write_text(args.out / "tables" / "lift-vs-share.json",
-               json.dumps(data, indent=2, sort_keys=True) + "\n")  # fmt: skip
+               json.dumps(_finite_json(data), indent=2, sort_keys=True) + "\n")  # fmt: skip
     if not data["points"]:
         return "lift-vs-share plot skipped: no dynamic vs generic report yet"
     try:

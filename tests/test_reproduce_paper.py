@@ -117,7 +117,7 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     assert cells and set(shown) | infinite == set(cells) and not set(shown) & infinite
     for domain, point in shown.items():
         cell = cells[domain]
-        assert (point["lift"], point["low"], point["high"], point["significant"]) == (
+        assert (point["lift"], point["low"], float(point["high"]), point["significant"]) == (
             float(cell["lift"]), float(cell["lift_low"]), float(cell["lift_high"]),
             cell["significant"],
         )  # fmt: skip
