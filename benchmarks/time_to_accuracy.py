@@ -26,7 +26,9 @@ so and exits (pass ``--dataset-dir`` for any prepared dataset).
 
 Several invocations may share one ``--work`` (say one per seed, side by side): each warms up
 and trains in folders of its own. ``--combine`` then reads their ``--json`` files and reports
-every seed and the mean over seeds, with the paired new - old differences.
+every seed and the mean over seeds, with the paired new - old differences. ``FILE:old`` or
+``FILE:new`` takes one configuration from a file, so a new configuration trained alone
+(``--only new``) pairs with the old runs of earlier invocations, seed by seed.
 
 Usage::
 
@@ -34,6 +36,7 @@ Usage::
     python benchmarks/time_to_accuracy.py --new lr=5e-3 --new lr_schedule=constant
     python benchmarks/time_to_accuracy.py --seed 1 --threads 1 --json s1.json   # and s2, ...
     python benchmarks/time_to_accuracy.py --combine s0.json s1.json s2.json --write FILE.md
+    python benchmarks/time_to_accuracy.py --combine s0.json:old n0.json:new s1.json:old ...
 """
 
 from __future__ import annotations
@@ -106,8 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--write", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="write the curves and results as JSON")
     parser.add_argument(
-        "--combine", type=Path, nargs="+", metavar="JSON",
-        help="train nothing: report the runs of these --json files (one per seed) together",
+        "--combine", nargs="+", metavar="JSON[:ARM]",
+        help="train nothing: report the runs of these --json files (one per seed) together; "
+        "FILE:old or FILE:new takes only that configuration from FILE",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -219,6 +223,7 @@ class Arm:
     settings: dict[str, Any]
     curve: list[dict] = field(default_factory=list)
     run_dir: Path | None = None
+    source: Path | None = None  # the --json file it was read from (--combine)
     test: dict[str, float] = field(default_factory=dict)
     best_epoch: int = 0
     error: BaseException | None = None
@@ -276,6 +281,15 @@ def reached(arm: Arm, target: float) -> dict | None:
     points = curve([p["wall_seconds"] for p in arm.curve], [p["valid_ndcg@10"] for p in arm.curve])
     hit = time_to_reach(points, target)
     return None if hit is None else arm.curve[hit.epoch - 1]
+
+
+def run_commit(arm: Arm) -> str:
+    """The dwrec commit a run was trained at (its config.json), or "unknown"."""
+    try:
+        config = json.loads((arm.run_dir / "config.json").read_text(encoding="utf-8"))
+        return str(config["git_commit"])[:7]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
 
 
 def per_epoch(arm: Arm) -> float:
@@ -362,17 +376,30 @@ def report(arms: list[Arm], args: argparse.Namespace) -> list[str]:
 # ---------------------------------------------------------------- several seeds
 
 
-def load_arms(paths: list[Path]) -> list[tuple[int, Arm]]:
-    """``(seed, arm)`` for every configuration of every ``--json`` file. Files written before
-    the JSON recorded the seed take it from the run's own config.json."""
+def combine_entry(entry: str) -> tuple[Path, str | None]:
+    """``"s0.json:old"`` -> ``(Path("s0.json"), "old")``; ``"s0.json"`` -> ``(.., None)``."""
+    stem, _, arm = entry.rpartition(":")
+    if stem and arm in ("old", "new"):
+        return Path(stem), arm
+    return Path(entry), None
+
+
+def load_arms(entries: list[str]) -> list[tuple[int, Arm]]:
+    """``(seed, arm)`` for every configuration of every ``--json`` file (only the one named
+    by a ``FILE:ARM`` entry). Files written before the JSON recorded the seed take it from
+    the run's own config.json."""
     arms = []
-    for path in paths:
+    for path, only in map(combine_entry, entries):
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
+            if only is not None and only not in raw:
+                sys.exit(f"{path}: has no '{only}' configuration (it has {', '.join(raw)})")
             for name, entry in raw.items():
+                if only is not None and name != only:
+                    continue
                 arm = Arm(
                     name, entry["settings"], curve=entry["curve"], test=entry["test"],
-                    best_epoch=entry["best_epoch"], run_dir=Path(entry["run_dir"]),
+                    best_epoch=entry["best_epoch"], run_dir=Path(entry["run_dir"]), source=path,
                 )  # fmt: skip
                 seed = entry.get("seed")
                 if seed is None:
@@ -418,6 +445,20 @@ def combined_report(arms: list[tuple[int, Arm]], args: argparse.Namespace) -> li
     lines += [
         f"- target: validation NDCG@10 >= {args.target}; seeds {', '.join(map(str, seeds))}; "
         f"{len(args.combine)} --json files",
+    ]
+    for name in names:
+        group = [arm for _, arm in arms if arm.name == name]
+        commits = sorted({run_commit(arm) for arm in group})
+        lines.append(f"- {name}: {group[0].settings}; dwrec commit {', '.join(commits)}")
+    sources = {}
+    for seed, arm in arms:
+        sources.setdefault(seed, set()).add(arm.source)
+    if any(len(files) > 1 for files in sources.values()):
+        lines.append(
+            "- a seed's configurations come from separate invocations: compare epochs and "
+            "test figures; their wall times were measured under different loads"
+        )
+    lines += [
         "",
         "| seed | configuration | epochs to target | best epoch / epochs run | best valid "
         "NDCG@10 | test HR@10 | test NDCG@10 | training s / epoch |",

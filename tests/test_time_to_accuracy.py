@@ -114,6 +114,35 @@ def test_combine_reports_every_seed_and_the_paired_differences(two_seeds):
     assert "epochs to target, new / old (summed over seeds): 1.00" in out
 
 
+def test_combine_takes_one_configuration_from_a_file(two_seeds, tmp_path):
+    root, _ = two_seeds
+    copy = tmp_path / "copy of s0.json"
+    copy.write_text((root / "s0.json").read_text())
+    done = subprocess.run(
+        command("--combine", f"{root / 's0.json'}:old", f"{copy}:new", root / "s1.json",
+                "--target", 0.0),
+        cwd=REPO, env=env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rows = [line for line in done.stdout.splitlines() if re.match(r"\| \d \| (old|new) \|", line)]
+    assert [row.split(" | ")[:2] for row in rows] == [
+        ["| 0", "old"], ["| 0", "new"], ["| 1", "old"], ["| 1", "new"]
+    ]  # fmt: skip
+    assert "come from separate invocations" in done.stdout
+    arm = json.loads((root / "s0.json").read_text())["old"]
+    commit = json.loads((Path(arm["run_dir"]) / "config.json").read_text()).get("git_commit")
+    assert f"- old: {arm['settings']}; dwrec commit {str(commit)[:7]}" in done.stdout
+    missing = subprocess.run(
+        command("--combine", f"{root / 's0.json'}:old", f"{tmp_path / 'none.json'}:new"),
+        cwd=REPO, env=env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "none.json: not a time_to_accuracy" in missing.stderr
+    alone = subprocess.run(
+        command("--combine", f"{root / 's1.json'}:old", f"{root / 's1.json'}:new"),
+        cwd=REPO, env=env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "separate invocations" not in alone.stdout
+
+
 def test_combine_refuses_mixed_settings_and_repeated_seeds(tmp_path):
     def write(name: str, seed: int, lr: float) -> Path:
         arm = {"settings": {"lr": lr}, "seed": seed, "curve": [], "test": {},
@@ -132,6 +161,11 @@ def test_combine_refuses_mixed_settings_and_repeated_seeds(tmp_path):
         cwd=REPO, env=env(), capture_output=True, text=True,
     )  # fmt: skip
     assert twice.returncode != 0 and "same seed" in twice.stderr
+    lacking = subprocess.run(
+        command("--combine", f"{write('f.json', 0, 3e-3)}:old"),
+        cwd=REPO, env=env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert lacking.returncode != 0 and "f.json: has no 'old' configuration" in lacking.stderr
     (tmp_path / "e.json").write_text("[1, 2]")
     broken = subprocess.run(
         command("--combine", tmp_path / "e.json"), cwd=REPO, env=env(), capture_output=True,
