@@ -31,7 +31,7 @@ PER_USER = "per_user.parquet"
 METRICS = "metrics.json"
 DATASET_META = "dataset.json"  # inside a dataset dir: tells a dataset dir
 EVALUATION_SPLITS = ("test", "valid")
-TRAIN_KEYS_ADDED = {"lr_schedule": "constant", "warmup_steps": 0}
+TRAIN_KEYS_ADDED = {"lr_schedule": "constant", "warmup_steps": 0, "batch_order": "random"}
 """``config.json`` "train" options added after runs were written, with the value a run
 written before them trained with: :meth:`RunDir.read_config` fills them in, so such a run
 resumes as it trained and matches a new run of the same settings in ``dwrec report``."""

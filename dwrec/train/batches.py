@@ -77,5 +77,32 @@ def batch_slices(
     yield from order.split(batch_size)
 
 
+BATCH_ORDERS = ("random", "by-length")
+POOL_BATCHES = 50
+"""``by-length`` sorts windows by length within pools of this many batches."""
+
+
+def window_lengths(tokens: torch.Tensor) -> torch.Tensor:
+    """``[U]`` real (non-padding) tokens per window."""
+    return (tokens != 0).sum(dim=1)
+
+
+def length_grouped_slices(
+    lengths: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """One epoch in which windows of similar length share a batch (``--batch-order
+    by-length``): a random permutation, cut into pools of ``POOL_BATCHES`` batches, each pool
+    sorted by length (ties keep their random order) and cut into batches, then the batches in
+    a random order. Every window once; a batch of short windows then carries little padding,
+    which the trainer trims. Draws two permutations from ``generator``."""
+    order = torch.randperm(len(lengths), generator=generator)
+    batches: list[torch.Tensor] = []
+    for pool in order.split(batch_size * POOL_BATCHES):
+        ranked = pool[torch.argsort(lengths[pool], stable=True)]
+        batches.extend(ranked.split(batch_size))
+    shuffled = torch.randperm(len(batches), generator=generator)
+    return [batches[int(i)] for i in shuffled]
+
+
 def n_batches(n_windows: int, batch_size: int) -> int:
     return -(-n_windows // batch_size)

@@ -29,6 +29,7 @@ from dwrec.errors import DataFormatError, UsageError
 from dwrec.losses.config import LossConfig
 from dwrec.models.base import ModelConfig
 from dwrec.rundir import TRAIN_KEYS_ADDED
+from dwrec.train.batches import BATCH_ORDERS
 from dwrec.train.steps import SCHEDULES
 
 
@@ -38,6 +39,14 @@ class TrainConfig:
 
     epochs: int = field(default=100, metadata={"help": "Maximum epochs"})
     batch_size: int = field(default=128, metadata={"help": "Sequences per batch"})
+    batch_order: str = field(
+        default="random",
+        metadata={
+            "help": "random: a fresh random permutation each epoch; by-length: the same, "
+            "then windows of similar length share a batch, in random batch order (less "
+            "padding to compute; batches are less mixed)"
+        },
+    )
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(
         default=0.0, metadata={"help": "AdamW weight decay on matrices", "default_text": "0"}
@@ -85,6 +94,10 @@ class TrainConfig:
         if self.lr_schedule not in SCHEDULES:
             raise UsageError(
                 f"--lr-schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if self.batch_order not in BATCH_ORDERS:
+            raise UsageError(
+                f"--batch-order must be one of {', '.join(BATCH_ORDERS)}, got {self.batch_order!r}"
             )
         if self.split not in SCHEMES:
             raise UsageError(f"--split must be one of {', '.join(SCHEMES)}, got {self.split!r}")

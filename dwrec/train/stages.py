@@ -20,7 +20,7 @@ import torch
 from dwrec.errors import UsageError
 from dwrec.rundir import RunDir
 from dwrec.train import checkpoint
-from dwrec.train.batches import batch_slices
+from dwrec.train.batches import batch_slices, length_grouped_slices, window_lengths
 from dwrec.train.steps import build_optimizer
 
 STATE = (("stage", 1), ("stage_start", 0))
@@ -84,6 +84,10 @@ def epoch_batches(trainer) -> list[torch.Tensor]:
     if trainer.stage > 1:
         return trainer.model.second_stage_batches(
             windows.tokens, settings.batch_size, trainer.data_generator
+        )
+    if settings.batch_order == "by-length":
+        return length_grouped_slices(
+            window_lengths(windows.tokens), settings.batch_size, trainer.data_generator
         )
     return list(batch_slices(len(windows), settings.batch_size, trainer.data_generator))
 
