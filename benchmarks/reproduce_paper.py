@@ -1113,14 +1113,21 @@ def plot(args, reports: dict) -> str:
                     else None,
                 )  # fmt: skip
         axes.set_xscale("log")
+        # linear from -100% to +100%, logarithmic above: a lift of several hundred percent
+        # on a sparse domain with a few dozen test cases must not flatten the others
+        axes.set_yscale("symlog", linthresh=100, linscale=2)
         axes.set_ylim(-100, top)
+        ticks = [-100, -50, 0, 50, 100, 300, 1000, 3000, 10000]
+        axes.set_yticks([t for t in ticks if t <= top])
+        axes.set_yticklabels([f"{t:+d}" if t else "0" for t in ticks if t <= top])
         axes.axhline(0, color="grey", linewidth=0.8)
         axes.set_xlabel("domain share of training interactions")
         axes.set_title(f"{model}: dynamic vs generic")
         axes.legend(fontsize=8)
     panels[0][0].set_ylabel("NDCG@10 lift, target cohort (%)")
     caption = ("filled: significant (Holm within the declared family, same sign in every "
-               "seed); bars: 95% CI over seeds and cases, cut at the top edge")  # fmt: skip
+               "seed); bars: 95% CI over seeds and cases, cut at the top edge; y axis linear "
+               "up to +100%, logarithmic above")  # fmt: skip
     if data["not_drawn"]:
         caption += "\nnot drawn (generic at 0, infinite lift): " + ", ".join(data["not_drawn"])
     figure_.text(0.01, 0.01, caption, fontsize=7, va="bottom")
