@@ -32,6 +32,15 @@ def shared_file(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """The small synthetic dataset of ``aux_model_runs.SYNTHETIC``, prepared once per test
+    module (a module may define its own ``data_dir`` instead)."""
+    from aux_model_runs import prepare_synthetic
+
+    return prepare_synthetic(tmp_path_factory.mktemp("data"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own empty $DWREC_HOME so nothing touches ~/.cache/dwrec."""

@@ -14,7 +14,6 @@ from aux_model_runs import (
     TINY,
     check_resume_equals_uninterrupted,
     log_records,
-    prepare_synthetic,
     stable,
 )
 
@@ -27,11 +26,6 @@ from dwrec.train.batches import (
     window_lengths,
 )
 from dwrec.train.config import TrainConfig, from_saved
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def skewed_lengths(n: int, seed: int = 0) -> torch.Tensor:

@@ -16,7 +16,6 @@ from aux_model_runs import (
     check_learns_and_beats_pop,
     check_resume_equals_uninterrupted,
     check_same_seed_same_run,
-    prepare_synthetic,
     random_tokens,
 )
 
@@ -244,11 +243,6 @@ def test_auxiliary_loss_is_the_weighted_sum_at_each_rows_last_target():
 
 
 # --- training end to end ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def test_learns_beats_pop_and_evaluates(data_dir, tmp_path):

@@ -19,7 +19,6 @@ from aux_model_runs import (
     check_resume_equals_uninterrupted,
     check_same_seed_same_run,
     log_records,
-    prepare_synthetic,
     stable,
     states_equal,
 )
@@ -126,11 +125,6 @@ def test_the_switch_reloads_the_best_weights_with_a_fresh_optimiser(tmp_path):
 
 
 # --- training end to end ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def steps_per_epoch(data_dir) -> int:

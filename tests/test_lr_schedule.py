@@ -12,7 +12,6 @@ from aux_model_runs import (
     TINY,
     check_resume_equals_uninterrupted,
     log_records,
-    prepare_synthetic,
     stable,
 )
 
@@ -22,11 +21,6 @@ from dwrec.train.config import TrainConfig, from_saved
 from dwrec.train.steps import learning_rate
 
 STEPS_PER_EPOCH = 5  # 160 synthetic users, batch 32
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def closed_form(schedule: str, peak: float, warmup: int, total: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import signal
 import pytest
 import torch
 import torch.nn.functional as F
-from aux_model_runs import log_records, prepare_synthetic, random_tokens, stable
+from aux_model_runs import log_records, random_tokens, stable
 
 import dwrec
 from dwrec.errors import UsageError
@@ -290,11 +290,6 @@ def test_official_second_gate_takes_the_sigmoid_of_the_first_gate():
 # --- training through dwrec.train -------------------------------------------------------
 
 TINY = {"hidden": 16, "layers": 1, "max_len": 20, "batch_size": 32, "lr": 3e-3}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def test_sigma_loss_falls_and_beats_pop(data_dir, tmp_path):

@@ -16,7 +16,6 @@ from aux_model_runs import (
     check_resume_equals_uninterrupted,
     check_same_seed_same_run,
     log_records,
-    prepare_synthetic,
 )
 
 import dwrec
@@ -227,11 +226,6 @@ def test_auxiliary_loss_is_cl_plus_discriminator_terms():
 
 
 # --- training end to end ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def test_learns_beats_pop_and_evaluates(data_dir, tmp_path):

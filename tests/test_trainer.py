@@ -13,7 +13,6 @@ from aux_model_runs import (
     TINY,
     check_same_seed_same_run,
     log_records,
-    prepare_synthetic,
     stable,
     states_equal,
 )
@@ -25,11 +24,6 @@ from dwrec.data.split import make_split
 from dwrec.errors import UsageError
 from dwrec.train.batches import training_item_counts, training_windows
 from dwrec.train.trainer import TrainingDiverged, TrainingInterrupted
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return prepare_synthetic(tmp_path_factory.mktemp("data"))
 
 
 def test_training_windows_match_a_per_user_loop(data_dir):
