@@ -1117,9 +1117,9 @@ def plot(args, reports: dict) -> str:
         # on a sparse domain with a few dozen test cases must not flatten the others
         axes.set_yscale("symlog", linthresh=100, linscale=2)
         axes.set_ylim(-100, top)
-        ticks = [-100, -50, 0, 50, 100, 300, 1000, 3000, 10000]
-        axes.set_yticks([t for t in ticks if t <= top])
-        axes.set_yticklabels([f"{t:+d}" if t else "0" for t in ticks if t <= top])
+        ticks = [t for t in (-100, -50, 0, 50, 100, 300, 1000, 3000, 10000) if t <= top]
+        axes.set_yticks(ticks)
+        axes.set_yticklabels([f"{t:+d}" if t else "0" for t in ticks])
         axes.axhline(0, color="grey", linewidth=0.8)
         axes.set_xlabel("domain share of training interactions")
         axes.set_title(f"{model}: dynamic vs generic")
