@@ -63,6 +63,7 @@ local file system with ``flock`` (Linux, macOS); elsewhere, run one worker per `
     nohup python benchmarks/reproduce_paper.py --threads 2 > repro.log 2>&1 &
     for i in 1 2; do nohup python benchmarks/reproduce_paper.py --threads 1 > w$i.log 2>&1 & done
     python benchmarks/reproduce_paper.py --tables-only                   # tables so far
+    python benchmarks/reproduce_paper.py --status                        # how far, time left
 """
 
 from __future__ import annotations
@@ -269,6 +270,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tables-only", action="store_true",
                         help="train nothing: rewrite the tables, timing and summary from the "
                         "finished runs (the datasets whose runs are all done)")  # fmt: skip
+    parser.add_argument("--status", action="store_true",
+                        help="prepare and train nothing: print how far the plan under --out "
+                        "got (runs done, training now, paused, new) and an estimate of the "
+                        "time left, from its files alone")  # fmt: skip
     args = parser.parse_args(argv)
     budget = BUDGETS[args.budget]
     args.datasets = args.datasets or list(budget["datasets"])
@@ -1146,6 +1151,8 @@ def plot(args, reports: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.status:
+        return status(args)
     import torch
 
     from dwrec.runtime import tune_malloc
@@ -1270,7 +1277,7 @@ def claim(path: Path, wait: bool = False):
     except ImportError:  # pragma: no cover - Windows
         yield True
         return
-    lock = path.parent / f".{path.name}.lock"
+    lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
     handle = open(lock, "a+")  # noqa: SIM115 - closed below, after the claim is released
     try:
@@ -1285,6 +1292,140 @@ def claim(path: Path, wait: bool = False):
             fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         handle.close()
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of ``path``'s claim (:func:`claim`)."""
+    return path.parent / f".{path.name}.lock"
+
+
+def held_elsewhere(path: Path) -> bool:
+    """Whether a process holds the claim on ``path`` now (a worker training it). Asks for a
+    shared lock without waiting and gives it straight back; False without ``fcntl``."""
+    lock = lock_path(path)
+    if not lock.exists():
+        return False
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def plan_from_out(args: argparse.Namespace) -> dict[str, Any]:
+    """``OUT/plan.json``, with ``args`` set to its budget, seeds, epoch cap, models, groups
+    and datasets (in the budget's order), as the invocation that wrote it had them."""
+    plan_path = args.out / "plan.json"
+    if not plan_path.exists():
+        raise SystemExit(
+            f"reproduce_paper: no plan under {args.out} (plan.json is missing): start the run "
+            "first, or pass the --out it runs under"
+        )
+    plan = json.loads(plan_path.read_text())
+    args.budget, args.seeds, args.patience = plan["budget"], plan["seeds"], plan["patience"]
+    args.epochs = plan["epochs"] if isinstance(plan["epochs"], int) else None
+    args.models, args.groups = plan["models"], plan["groups"]
+    order = [k for k in BUDGETS[args.budget]["datasets"] if k in plan["datasets"]]
+    args.datasets = order + sorted(k for k in plan["datasets"] if k not in order)
+    return plan
+
+
+def run_progress(run: Run) -> str:
+    """A training run's epoch, its best epoch so far and the epoch by which patience ends it."""
+    records = read_log(run.path)
+    if not records:
+        return f"{run.label}: no epoch finished yet"
+    best = max((r for r in records if r.get("best")), key=lambda r: r["epoch"], default=None)
+    if best is None:
+        return f"{run.label}: epoch {records[-1]['epoch']}"
+    last_stop = min(best["epoch"] + run.options["patience"], run.options["epochs"])
+    ndcg = best.get("valid", {}).get("ndcg@10")
+    score = f", validation NDCG@10 {ndcg:.4f}" if ndcg is not None else ""
+    return (f"{run.label}: epoch {records[-1]['epoch']}, best {best['epoch']}{score}; stops "
+            f"by epoch {last_stop} unless it improves")  # fmt: skip
+
+
+def remaining_seconds(runs: list[Run], expected: int) -> tuple[float, list[Run]]:
+    """Seconds one worker needs for the unfinished trainings of ``runs`` (an estimate from
+    the runs' own logs) and the unfinished runs it cannot time yet.
+
+    Per (dataset, model): seconds per epoch, the median over every epoch logged so far, plus
+    ``VALIDATION_SHARE`` for the validation; epochs per run, the mean of the finished
+    trainings of the same dataset and model, else of the same model on any dataset, else
+    ``expected``. A run part way needs the rest of those epochs (at least one)."""
+    trained = [r for r in runs if r.trains]
+    finished = [r for r in trained if run_state(r) in ("trained", "evaluated")]
+
+    def mean_epochs(pick) -> float | None:
+        counts = [epochs_done(r.path) for r in finished if pick(r)]
+        return statistics.fmean(counts) if counts else None
+
+    total, untimed = 0.0, []
+    for run in trained:
+        if run_state(run) in ("trained", "evaluated"):
+            continue
+        pair = (run.dataset, run.group.model)
+        seconds = [rec["seconds"] for r in trained if (r.dataset, r.group.model) == pair
+                   for rec in read_log(r.path) if rec.get("epoch", 0) > 0]  # fmt: skip
+        if not seconds:
+            untimed.append(run)
+            continue
+        epochs = (mean_epochs(lambda r, pair=pair: (r.dataset, r.group.model) == pair)
+                  or mean_epochs(lambda r, run=run: r.group.model == run.group.model)
+                  or expected)  # fmt: skip
+        left = max(epochs - epochs_done(run.path), 1.0)
+        total += left * statistics.median(seconds) * (1 + VALIDATION_SHARE)
+    return total, untimed
+
+
+def status(args: argparse.Namespace) -> int:
+    """``--status``: how far the plan under ``--out`` got and about how long the rest takes,
+    from its files alone (nothing is prepared, trained or written)."""
+    plan = plan_from_out(args)
+    runs = plan_runs(args, plan, known_models(args.models))
+    log(f"plan under {args.out}: {len(runs)} runs ({args.budget} budget, {args.seeds} "
+        f"seed(s), patience {args.patience})")  # fmt: skip
+    workers = 0
+    for key in args.datasets:
+        mine = [r for r in runs if r.dataset == key]
+        states = {r.label: run_state(r) for r in mine}
+        held = [r for r in mine if held_elsewhere(r.path)]
+        finished = sum(state == "evaluated" for state in states.values())
+        paused = sum(states[r.label] in ("partial", "trained") for r in mine if r not in held)
+        new = sum(states[r.label] == "new" for r in mine if r not in held)
+        parts = [f"{finished} of {len(mine)} runs done"]
+        if held:
+            parts.append(f"{len(held)} in a worker now")
+        if paused:
+            parts.append(f"{paused} stopped part way (the next start resumes them)")
+        if new:
+            parts.append(f"{new} not started")
+        log(f"{key}: " + ", ".join(parts))
+        for run in held:
+            log("  " + (run_progress(run) if run.trains else f"{run.label}: being evaluated"))
+        workers += len(held)
+    seconds, untimed = remaining_seconds(runs, BUDGETS[args.budget]["expected_epochs"])
+    if not seconds and not untimed:
+        log("nothing left to train")
+        return 0
+    shared = ""
+    if workers > 1:
+        shared = f"; with the {workers} workers now running, about {clock(seconds / workers)}"
+    log(f"time left: about {clock(seconds)} of one worker's training"
+        + shared
+        + " (per dataset and model: the median seconds per epoch logged so far, +"
+        f"{VALIDATION_SHARE:.0%} for validation, times the mean epochs of its finished runs)")  # fmt: skip
+    if untimed:
+        pairs = sorted({f"{r.dataset} {r.group.model}" for r in untimed})
+        log(f"  not counted: {len(untimed)} runs whose dataset and model have no epoch logged "
+            f"yet ({', '.join(pairs)}); `--dry-run` times them with a short probe")  # fmt: skip
+    return 0
 
 
 def publish_between(dataset: str, *publish_args) -> bool:

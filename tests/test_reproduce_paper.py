@@ -263,3 +263,44 @@ def test_a_failing_table_between_datasets_does_not_stop_the_training(tmp_path):
     printed = run(*args, "--tables-only")
     assert "plan: 4 runs (4 done, 0 to finish, 0 new)" in printed
     assert {"ml-100k.md", "s3rec-lastfm.md"} <= set(tables(out))
+
+
+def write_log(run_dir: Path, seconds: list[float], best: list[int]) -> None:
+    """A run dir's ``log.jsonl``: one record per epoch (1-based) with its training seconds."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records = [{"epoch": i + 1, "seconds": s, "best": i + 1 in best, "step": 10 * (i + 1),
+                "valid": {"ndcg@10": 0.1 + 0.01 * i}} for i, s in enumerate(seconds)]  # fmt: skip
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_status_reads_the_progress_and_time_left_from_the_files_alone(tmp_path):
+    data_root = shared_file("ml-100k").parent
+    out = tmp_path / "repro"
+    done = subprocess.run(command("--status", "--out", str(out)), cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode != 0 and f"no plan under {out}" in done.stderr
+    args = [*TINY, "--epochs", "20", "--data-root", str(data_root), "--out", str(out)]
+    run(*args, "--dry-run")
+    runs = out / "runs" / "ml-100k"
+    generic, dynamic = runs / "sasrec-generic-s0", runs / "sasrec-dynamic-s0"
+    # generic: finished and evaluated after 4 epochs; dynamic: 2 epochs in, best at 1
+    write_log(generic, [100.0, 100.0, 100.0, 100.0], best=[1, 3])
+    for name in ("train_done.json", "metrics.json"):
+        (generic / name).write_text("{}")
+    write_log(dynamic, [130.0, 130.0], best=[1])
+    (dynamic / "last.pt").write_bytes(b"")
+    before = {p.relative_to(out) for p in out.rglob("*")}
+    with open(runs / ".sasrec-dynamic-s0.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a worker trains dynamic now
+        printed = run("--status", "--out", str(out))
+        assert "ml-100k: 1 of 3 runs done, 1 in a worker now, 1 not started" in printed
+        # quick budget: patience 3, so best epoch 1 stops it by epoch 4 (cap 20)
+        assert ("ml-100k sasrec+dynamic s0: epoch 2, best 1, validation NDCG@10 0.1000; stops "
+                "by epoch 4 unless it improves") in printed  # fmt: skip
+    # median epoch seconds of (ml-100k, sasrec) 100, +15% validation, x (4 - 2) epochs left
+    assert "time left: about 3m50s of one worker's training (" in printed
+    printed = run("--status", "--out", str(out))  # the worker is gone
+    assert "ml-100k: 1 of 3 runs done, 1 stopped part way (the next start resumes them), 1 " \
+        "not started" in printed  # fmt: skip
+    after = {p.relative_to(out) for p in out.rglob("*")}
+    assert after == before | {Path("runs/ml-100k/.sasrec-dynamic-s0.lock")}  # status wrote none
