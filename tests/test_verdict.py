@@ -174,3 +174,21 @@ def test_verdict_strings_are_the_four_documented():
     assert rule.VERDICTS == ("reproduced", "partly", "not reproduced", "not testable here")
     with pytest.raises(ValueError, match="verdict must be one of"):
         rule.Verdict("maybe", "")
+
+
+def test_undecided_counts_cells_whose_ci_holds_both_zero_and_the_paper_lift():
+    paper = {"recall@10": 0.524, "ndcg@10": 0.745}
+    wide = rule.Cell("a", 0.3, -0.5, 2.0, 0.4, False, "recall@10")  # holds 0 and +52.4%
+    infinite = rule.Cell("b", 0.1, -1.0, math.inf, 1.0, False, "ndcg@10")  # baseline 0 in a seed
+    short = rule.Cell("c", 0.1, -0.2, 0.7, 0.5, False, "ndcg@10")  # below +74.5%: excludes it
+    above = rule.Cell("d", 0.9, 0.1, 2.0, 0.04, False, "recall@10")  # excludes 0
+    significant = rule.Cell("e", 0.6, -0.1, 1.5, 0.01, True, "recall@10")  # decided by its test
+    other = rule.Cell("f", 0.2, -0.5, 9.0, 0.5, False, "mrr@10")  # no paper figure
+    text = rule.undecided([wide, infinite, short, above, significant, other], paper)
+    assert text.startswith(
+        "2 of 6 CIs hold both 0 and the paper's lift (recall@10 +52.4%, ndcg@10 +74.5%)"
+    )
+    assert rule.undecided([short, above, significant], paper) == ""
+    # a CI exactly at 0 and at the paper's figure holds them (closed interval)
+    edge = rule.Cell("g", 0.2, 0.0, 0.524, 0.3, False, "recall@10")
+    assert rule.undecided([edge], paper).startswith("1 of 1 CIs")

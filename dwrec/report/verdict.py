@@ -17,7 +17,8 @@ same sign in every seed). The rules, applied to the cells a claim names:
   cell is significant with a lift below ``-MARGIN``; ``partly``: anything in between (CIs too
   wide to exclude a 5% drop, or a significant drop smaller than 5%).
 - **same pattern everywhere** (claim 5): each dataset family gets the improvement verdict of
-  its own sparse-domain cells; ``reproduced`` when every family required is present and
+  its own sparse-domain cells (its reason also counts the cells whose CI holds both 0 and the
+  paper's Film-Noir lift, :func:`undecided`: too small a sample to tell either way); ``reproduced`` when every family required is present and
   reproduced; ``not reproduced`` when none of the present families is reproduced or partly;
   ``partly`` otherwise, or when a family is missing but some present ones reproduce;
   ``not testable here`` when no family has cells.
@@ -123,6 +124,27 @@ def paper_inside(cells: Sequence[Cell], paper: Mapping[str, float]) -> str:
         parts.append(f"paper's {value:+.1%} {'inside' if inside else 'outside'} the CI of "
                      f"{cell.where}")  # fmt: skip
     return "; ".join(parts)
+
+
+def undecided(cells: Sequence[Cell], paper: Mapping[str, float]) -> str:
+    """How many of ``cells`` cannot tell a lift of the paper's size from none: cells not
+    significant whose CI holds both 0 and the paper's lift for the cell's metric
+    (``paper[metric]``). Such a cell is no evidence against the claim, only too small a
+    sample to test it; "" when there is none."""
+    loose = [
+        c
+        for c in cells
+        if c.metric in paper
+        and not c.significant
+        and c.lift_low <= min(0.0, paper[c.metric])
+        and c.lift_high >= max(0.0, paper[c.metric])
+    ]
+    if not loose:
+        return ""
+    metrics = dict.fromkeys(c.metric for c in cells if c.metric in paper)
+    sizes = ", ".join(f"{m} {paper[m]:+.1%}" for m in metrics)
+    return (f"{len(loose)} of {len(cells)} CIs hold both 0 and the paper's lift ({sizes}): "
+            "too few test cases there to tell such a lift from none")  # fmt: skip
 
 
 def improvement(cells: Sequence[Cell], untestable: str = "no comparable cells") -> Verdict:
