@@ -184,11 +184,23 @@ def test_undecided_counts_cells_whose_ci_holds_both_zero_and_the_paper_lift():
     above = rule.Cell("d", 0.9, 0.1, 2.0, 0.04, False, "recall@10")  # excludes 0
     significant = rule.Cell("e", 0.6, -0.1, 1.5, 0.01, True, "recall@10")  # decided by its test
     other = rule.Cell("f", 0.2, -0.5, 9.0, 0.5, False, "mrr@10")  # no paper figure
-    text = rule.undecided([wide, infinite, short, above, significant, other], paper)
+    text = rule.paper_note([wide, infinite, short, above, significant, other], paper)
     assert text.startswith(
         "2 of 6 CIs hold both 0 and the paper's lift (recall@10 +52.4%, ndcg@10 +74.5%)"
     )
-    assert rule.undecided([short, above, significant], paper) == ""
+    assert rule.paper_note([short, above, significant], paper) == ""
     # a CI exactly at 0 and at the paper's figure holds them (closed interval)
     edge = rule.Cell("g", 0.2, 0.0, 0.524, 0.3, False, "recall@10")
-    assert rule.undecided([edge], paper).startswith("1 of 1 CIs")
+    assert rule.paper_note([edge], paper).startswith("1 of 1 CIs")
+
+
+def test_undecided_against_a_reference_per_cell_including_a_negative_one():
+    lifts = {"a": 0.8, "b": -0.3}  # e.g. dynamic's own lift over generic, per cell
+    a = rule.Cell("a", 0.1, -0.2, 1.0, 0.6, False, "recall@10")  # holds 0 and +0.8
+    b = rule.Cell("b", -0.1, -0.4, 0.1, 0.6, False, "recall@10")  # holds -0.3 and 0
+    c = rule.Cell("c", 0.1, -0.9, 9.0, 0.6, False, "recall@10")  # no reference: not counted
+    b_short = rule.Cell("b", -0.1, -0.2, 0.1, 0.6, False, "recall@10")  # misses -0.3
+    assert rule.undecided([a, b, c, b_short], lambda cell: lifts.get(cell.where)) == [a, b]
+    note = rule.undecided_note([a, c], lambda cell: lifts.get(cell.where), "its own lift")
+    assert note == ("1 of 2 CIs hold both 0 and its own lift: too few test cases there to "
+                    "tell such a lift from none")  # fmt: skip

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not testable here")
@@ -126,25 +126,37 @@ def paper_inside(cells: Sequence[Cell], paper: Mapping[str, float]) -> str:
     return "; ".join(parts)
 
 
-def undecided(cells: Sequence[Cell], paper: Mapping[str, float]) -> str:
-    """How many of ``cells`` cannot tell a lift of the paper's size from none: cells not
-    significant whose CI holds both 0 and the paper's lift for the cell's metric
-    (``paper[metric]``). Such a cell is no evidence against the claim, only too small a
-    sample to test it; "" when there is none."""
-    loose = [
-        c
-        for c in cells
-        if c.metric in paper
-        and not c.significant
-        and c.lift_low <= min(0.0, paper[c.metric])
-        and c.lift_high >= max(0.0, paper[c.metric])
-    ]
+def undecided(cells: Sequence[Cell], reference: Callable[[Cell], float | None]) -> list[Cell]:
+    """The cells that cannot tell a lift of the size ``reference(cell)`` from none: not
+    significant, with a CI that holds both 0 and that lift (``None``: the cell has no
+    reference and is not counted). Such a cell is no evidence either way, only too small a
+    sample to test the claim."""
+    loose = []
+    for cell in cells:
+        value = reference(cell)
+        if value is None or cell.significant:
+            continue
+        if cell.lift_low <= min(0.0, value) and cell.lift_high >= max(0.0, value):
+            loose.append(cell)
+    return loose
+
+
+def undecided_note(cells: Sequence[Cell], reference: Callable[[Cell], float | None],
+                   what: str) -> str:  # fmt: skip
+    """``undecided`` as a reason's clause ("" when no cell is undecided); ``what`` names the
+    reference lift."""
+    loose = undecided(cells, reference)
     if not loose:
         return ""
+    return (f"{len(loose)} of {len(cells)} CIs hold both 0 and {what}: too few test cases "
+            "there to tell such a lift from none")  # fmt: skip
+
+
+def paper_note(cells: Sequence[Cell], paper: Mapping[str, float]) -> str:
+    """:func:`undecided_note` against the paper's lift of each cell's metric."""
     metrics = dict.fromkeys(c.metric for c in cells if c.metric in paper)
     sizes = ", ".join(f"{m} {paper[m]:+.1%}" for m in metrics)
-    return (f"{len(loose)} of {len(cells)} CIs hold both 0 and the paper's lift ({sizes}): "
-            "too few test cases there to tell such a lift from none")  # fmt: skip
+    return undecided_note(cells, lambda c: paper.get(c.metric), f"the paper's lift ({sizes})")
 
 
 def improvement(cells: Sequence[Cell], untestable: str = "no comparable cells") -> Verdict:
