@@ -402,3 +402,49 @@ def test_cli_family_takes_several_values_before_the_runs(one_seed, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["settings"]["family"] == ["Film-Noir", "Horror"]
     assert data["tables"][0]["families"][0] == ["confirmatory", ["Film-Noir", "Horror"], 4]
+
+
+# ------------------------------------------------------------------ --effect
+
+
+def _compared_cells(result) -> list[dict]:
+    """Every compared cell of the report's JSON, with its domain and metric."""
+    data = json.loads(result.render("json"))
+    return [
+        dict(cell, domain=row["domain"], metric=metric)
+        for table in data["tables"]
+        for row in table["rows"]
+        if not row["baseline"]
+        for metric, cell in row["cells"].items()
+        if cell["lift"] is not None
+    ]
+
+
+def test_effect_marks_the_lifts_whose_ci_holds_both_0_and_that_lift(one_seed):
+    plain = report([one_seed], bootstrap=50, domains=DOMAINS)
+    marked = report([one_seed], bootstrap=50, domains=DOMAINS, effect=0.3)
+    cells = _compared_cells(marked)
+    # recomputed from the JSON's own fields: not significant, low <= 0 <= 0.3 <= high
+    expected = [
+        not c["significant"] and float(c["lift_low"]) <= 0 and float(c["lift_high"]) >= 0.3
+        for c in cells
+    ]
+    assert [c["undecided"] for c in cells] == expected
+    assert any(expected) and not all(expected), "the fixture should give both kinds"
+    assert all(c["undecided"] is None for c in _compared_cells(plain))
+    # the same numbers otherwise: --effect marks, it does not change a test
+    for a, b in zip(_compared_cells(plain), cells, strict=True):
+        assert (a["lift"], a["p"], a["significant"]) == (b["lift"], b["p"], b["significant"])
+    md = marked.render("md")
+    assert md.count("] ?") == sum(expected) and "] ?" not in plain.render("md")
+    assert "? (--effect +30.0%): not significant, and the CI holds both 0 and that lift" in md
+    rows = list(csv.DictReader(io.StringIO(marked.render("csv"))))
+    assert sum(r["undecided"] == "True" for r in rows) == sum(expected)
+    console = console_text(marked)
+    assert console.count("] ?") == sum(expected)
+
+
+def test_effect_must_be_a_lift_other_than_zero(one_seed, capsys):
+    for bad in ("0", "-1", "nan"):
+        assert main(["report", str(one_seed), "--effect", bad]) != 0
+        assert "--effect must be a lift other than 0 and above -1" in capsys.readouterr().err

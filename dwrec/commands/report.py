@@ -113,6 +113,13 @@ def register(app: typer.Typer) -> None:
         ),
         ci: float = typer.Option(0.95, "--ci", help="Level of the lift's bootstrap CI."),
         seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and permutation draws."),
+        effect: float = typer.Option(
+            None,
+            "--effect",
+            help="A lift worth detecting (0.5 for +50%): mark with ? each lift that is not "
+            "significant and whose CI holds both 0 and it (too few test cases to tell).",
+            show_default=False,
+        ),
     ) -> None:
         """Compare groups of evaluated runs with a baseline per domain: lifts with bootstrap
         CIs and corrected paired tests (reads evaluation outputs only, never a model)."""
@@ -135,6 +142,7 @@ def register(app: typer.Typer) -> None:
             family=family or None,
             min_cases=min_cases,
             allow_mismatch=allow_mismatch,
+            effect=effect,
         )
         for warning in result.warnings if fmt or out is not None else ():
             err_console.print(f"warning: {warning}", markup=False, highlight=False)

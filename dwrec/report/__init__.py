@@ -16,6 +16,7 @@ runs), :mod:`.checks` (matched settings, unfinished runs, domain names), :mod:`.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import sys
 import types
@@ -36,6 +37,7 @@ from dwrec.report.tables import (
     DEGENERATE_MARK,
     FORMATS,
     TEST_NAMES,
+    UNDECIDED_MARK,
     CohortTable,
     DomainRow,
     GroupInfo,
@@ -67,6 +69,7 @@ def report(
     family: Sequence[str] | None = None,
     min_cases: int = 20,
     allow_mismatch: bool = False,
+    effect: float | None = None,
 ) -> Report:
     """Compare every group of evaluated runs with the baseline group, per domain and cohort.
 
@@ -88,9 +91,11 @@ def report(
         family: the confirmatory family's domains (corrected on their own).
         min_cases: a domain is tested when it has at least this many test cases in a cohort.
         allow_mismatch: compare groups trained with other settings (listed in the footnote).
+        effect: a lift worth detecting (0.5: +50%); compared cells that are not significant
+            and whose CI holds both 0 and it are marked undecided (``?``).
     """
     settings = _settings(metrics, cohorts, test, alpha, correction, bootstrap, permutations,
-                         level, seed, min_cases, allow_mismatch)  # fmt: skip
+                         level, seed, min_cases, allow_mismatch, effect)  # fmt: skip
     discovery = runs_module.discover_runs(list(run_paths or []), runs_root)
     runs_module.apply_labels(discovery.runs, labels)
     runs_module.check_comparable(discovery.runs)
@@ -143,7 +148,7 @@ def report(
 
 
 def _settings(metrics, cohorts, test, alpha, correction, bootstrap, permutations, level, seed,
-              min_cases, allow_mismatch):  # fmt: skip
+              min_cases, allow_mismatch, effect=None):  # fmt: skip
     checks_ = (
         ("--test", test, stats.TESTS),
         ("--correction", correction, stats.CORRECTIONS),
@@ -166,12 +171,16 @@ def _settings(metrics, cohorts, test, alpha, correction, bootstrap, permutations
         raise UsageError(f"--permutations must be >= 1, got {permutations}")
     if min_cases < 2:
         raise UsageError(f"--min-cases must be >= 2 (a paired test needs 2 cases), got {min_cases}")
+    if effect is not None and not (math.isfinite(effect) and effect != 0 and effect > -1):
+        raise UsageError(
+            f"--effect must be a lift other than 0 and above -1 (0.5 for +50%), got {effect}"
+        )
     return Settings(
         metrics=list(dict.fromkeys(metrics or DEFAULT_METRICS)),
         cohorts=list(dict.fromkeys(cohorts)) or ["target"],
         test=test, alpha=alpha, correction=correction, bootstrap=bootstrap,
         permutations=permutations, level=level, seed=seed, min_cases=min_cases,
-        allow_mismatch=allow_mismatch,
+        allow_mismatch=allow_mismatch, effect=effect,
     )  # fmt: skip
 
 
@@ -339,6 +348,13 @@ def _footnotes(table, settings, groups, reference, case_table, differences) -> l
     if differences:
         notes.append("Settings that differ between groups (--allow-mismatch): "
                      + "; ".join(differences) + ".")  # fmt: skip
+    if settings.effect is not None:
+        notes.append(
+            f"{UNDECIDED_MARK} (--effect {100 * settings.effect:+.1f}%): not significant, and "
+            "the CI holds both 0 and that lift: too few test cases to tell a lift of that size "
+            "from none (no evidence either way). A lift without it and without * has a CI that "
+            "excludes that size or 0."
+        )
     degenerate = sorted({c.note for row in table.rows for c in row.cells.values() if c.note})
     for note in degenerate:
         mark = f"{DEGENERATE_MARK} " if note.startswith("every") else "'-' "

@@ -114,6 +114,12 @@ def build_cohort_table(
                 rows.append(Row(domain, group.label, g == baseline_index, int(sizes[s]),
                                 len(group.runs), cells))  # fmt: skip
     sizes_by_family = _correct(cells_by_subset, settings)
+    if settings.effect is not None:
+        for cell in (c for cells in cells_by_subset.values() for c in cells):
+            if not (math.isnan(cell.lift_low) or math.isnan(cell.lift_high)):
+                cell.undecided = not cell.significant and stats.ci_holds_both(
+                    cell.lift_low, cell.lift_high, settings.effect
+                )
     families = []
     if family:
         families.append((CONFIRMATORY, family, sizes_by_family.get(CONFIRMATORY, 0)))

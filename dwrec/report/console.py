@@ -24,7 +24,7 @@ from dwrec.report.render_text import (
     multi_seed,
     percent,
 )
-from dwrec.report.tables import MetricCell, Report
+from dwrec.report.tables import UNDECIDED_MARK, MetricCell, Report
 
 MAX_WIDTH = 100
 
@@ -42,7 +42,8 @@ def _lift(cell: MetricCell, baseline: bool) -> str:
         return "baseline"
     if math.isnan(cell.lift):
         return "-"
-    return f"{percent(cell.lift)} [{percent(cell.lift_low)}, {percent(cell.lift_high)}]"
+    mark = f" {UNDECIDED_MARK}" if cell.undecided else ""
+    return f"{percent(cell.lift)} [{percent(cell.lift_low)}, {percent(cell.lift_high)}]{mark}"
 
 
 def _table(title: str, headers: list[str], right: set[int] = frozenset()) -> Table:

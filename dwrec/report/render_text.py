@@ -10,6 +10,7 @@ from tabulate import tabulate
 from dwrec.report.tables import (
     DEGENERATE_MARK,
     RENDERERS,
+    UNDECIDED_MARK,
     CohortTable,
     MetricCell,
     Report,
@@ -37,10 +38,12 @@ def percent(value: float) -> str:
 
 
 def format_lift(cell: MetricCell) -> str:
-    """``+83.2% [+60.1, +110.5]``; ``-`` where there is no lift (no case, or 0 over 0)."""
+    """``+83.2% [+60.1, +110.5]``; ``-`` where there is no lift (no case, or 0 over 0);
+    ``?`` after it where ``--effect`` finds the cell undecided."""
     if math.isnan(cell.lift):
         return "-"
-    return f"{percent(cell.lift)}% [{percent(cell.lift_low)}, {percent(cell.lift_high)}]"
+    mark = f" {UNDECIDED_MARK}" if cell.undecided else ""
+    return f"{percent(cell.lift)}% [{percent(cell.lift_low)}, {percent(cell.lift_high)}]{mark}"
 
 
 def format_seed_range(cell: MetricCell) -> str:

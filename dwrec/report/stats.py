@@ -454,3 +454,9 @@ def sign_consistent(pair_lifts: np.ndarray, pooled_lift: float) -> bool:
         return False
     sign = np.sign(pooled_lift)
     return bool(pair_lifts.size and np.all(np.sign(pair_lifts) == sign))
+
+
+def ci_holds_both(low: float, high: float, value: float) -> bool:
+    """Whether the closed interval ``[low, high]`` holds both 0 and ``value``: a comparison
+    whose CI does so cannot tell a lift of that size from none (``nan`` bounds: False)."""
+    return low <= min(0.0, value) and high >= max(0.0, value)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 FORMATS = ("md", "json", "csv", "latex")
 DEGENERATE_MARK = "†"
+UNDECIDED_MARK = "?"  # --effect: the CI holds both 0 and that lift
 OVERALL = "overall"
 COHORT_MEANING = {
     "target": "cases whose target item lies in the domain",
@@ -48,7 +49,9 @@ class MetricCell:
     ``seed_lift_min``/``seed_lift_max``: the lift's range over every (group seed, baseline
     seed) pair; ``sign_consistent``: every such lift has the pooled lift's sign (``None``
     when both groups have one seed); ``family``: the multiple-comparison family of the
-    p-value (:data:`CONFIRMATORY`, :data:`EXPLORATORY`, or ``""`` when not tested).
+    p-value (:data:`CONFIRMATORY`, :data:`EXPLORATORY`, or ``""`` when not tested);
+    ``undecided`` (with ``--effect`` only, else ``None``): not significant, and the CI holds
+    both 0 and the ``--effect`` lift.
     """
 
     mean: float
@@ -64,6 +67,7 @@ class MetricCell:
     seed_lift_max: float = math.nan
     sign_consistent: bool | None = None
     family: str = ""
+    undecided: bool | None = None
 
 
 @dataclass
@@ -130,6 +134,7 @@ class Settings:
     min_cases: int = 20
     family: list[str] = field(default_factory=list)
     allow_mismatch: bool = False
+    effect: float | None = None
 
 
 @dataclass

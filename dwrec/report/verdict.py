@@ -40,6 +40,8 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from dwrec.report.stats import ci_holds_both
+
 VERDICTS = ("reproduced", "partly", "not reproduced", "not testable here")
 MARGIN = 0.05
 OVERHEAD_LIMIT = 0.01
@@ -136,7 +138,7 @@ def undecided(cells: Sequence[Cell], reference: Callable[[Cell], float | None]) 
         value = reference(cell)
         if value is None or cell.significant:
             continue
-        if cell.lift_low <= min(0.0, value) and cell.lift_high >= max(0.0, value):
+        if ci_holds_both(cell.lift_low, cell.lift_high, value):
             loose.append(cell)
     return loose
 
