@@ -192,6 +192,10 @@ def test_undecided_counts_cells_whose_ci_holds_both_zero_and_the_paper_lift():
     # a CI exactly at 0 and at the paper's figure holds them (closed interval)
     edge = rule.Cell("g", 0.2, 0.0, 0.524, 0.3, False, "recall@10")
     assert rule.paper_note([edge], paper).startswith("1 of 1 CIs")
+    named = rule.paper_note([wide], paper, "Film-Noir lift")
+    assert named.startswith(
+        "1 of 1 CIs hold both 0 and the paper's Film-Noir lift (recall@10 +52.4%)"
+    )
 
 
 def test_undecided_against_a_reference_per_cell_including_a_negative_one():

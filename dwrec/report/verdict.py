@@ -18,7 +18,8 @@ same sign in every seed). The rules, applied to the cells a claim names:
   wide to exclude a 5% drop, or a significant drop smaller than 5%).
 - **same pattern everywhere** (claim 5): each dataset family gets the improvement verdict of
   its own sparse-domain cells (its reason also counts the cells whose CI holds both 0 and the
-  paper's Film-Noir lift, :func:`undecided`: too small a sample to tell either way); ``reproduced`` when every family required is present and
+  paper's Film-Noir lift, :func:`undecided`: too small a sample to tell either way; claim 4's
+  reason counts them too, the Film-Noir lift as a yardstick of a lift worth detecting); ``reproduced`` when every family required is present and
   reproduced; ``not reproduced`` when none of the present families is reproduced or partly;
   ``partly`` otherwise, or when a family is missing but some present ones reproduce;
   ``not testable here`` when no family has cells.
@@ -154,11 +155,12 @@ def undecided_note(cells: Sequence[Cell], reference: Callable[[Cell], float | No
             "there to tell such a lift from none")  # fmt: skip
 
 
-def paper_note(cells: Sequence[Cell], paper: Mapping[str, float]) -> str:
-    """:func:`undecided_note` against the paper's lift of each cell's metric."""
+def paper_note(cells: Sequence[Cell], paper: Mapping[str, float], name: str = "lift") -> str:
+    """:func:`undecided_note` against the paper's lift of each cell's metric (``paper``;
+    ``name`` says which lift of the paper it is, e.g. its Film-Noir lift as a yardstick)."""
     metrics = dict.fromkeys(c.metric for c in cells if c.metric in paper)
     sizes = ", ".join(f"{m} {paper[m]:+.1%}" for m in metrics)
-    return undecided_note(cells, lambda c: paper.get(c.metric), f"the paper's lift ({sizes})")
+    return undecided_note(cells, lambda c: paper.get(c.metric), f"the paper's {name} ({sizes})")
 
 
 def improvement(cells: Sequence[Cell], untestable: str = "no comparable cells") -> Verdict:
