@@ -795,8 +795,7 @@ def verdict_rows(args, plan, reports: dict[str, dict], models: list[str]) -> lis
     if missing and v.verdict == "reproduced":
         v = rule.Verdict("partly", v.reason + "; not run: " + ", ".join(missing))
     # the paper gives no margin over the competitors: its Film-Noir lift is the yardstick
-    loose = rule.paper_note(competitor_cells, PAPER_FILM_NOIR, "Film-Noir lift")
-    v = rule.Verdict(v.verdict, v.reason + (f"; {loose}" if loose else ""))
+    v = v.noted(rule.paper_note(competitor_cells, PAPER_FILM_NOIR, "Film-Noir lift"))
     rows.append({"claim": "4. dynamic beats SIGMA, CALRec, SparseEnNet on sparse domains",
                  "paper": "better on sparse domains", "dwrec": figure(competitor_cells),
                  **vars(v)})  # fmt: skip
@@ -810,9 +809,9 @@ def verdict_rows(args, plan, reports: dict[str, dict], models: list[str]) -> lis
             for c in cells(k, m, f"{m}+dynamic", plan["datasets"][k]["declared"]["sparse"])
         ]
         if fam_cells:
-            v = rule.improvement(fam_cells)
-            loose = rule.paper_note(fam_cells, PAPER_FILM_NOIR, "Film-Noir lift")
-            per_family[family] = rule.Verdict(v.verdict, v.reason + (f"; {loose}" if loose else ""))
+            per_family[family] = rule.improvement(fam_cells).noted(
+                rule.paper_note(fam_cells, PAPER_FILM_NOIR, "Film-Noir lift")
+            )
     v = rule.across_families(per_family, FAMILIES)
     rows.append({"claim": "5. same pattern on all four dataset families",
                  "paper": "MovieLens, Last.fm, Amazon, Yelp",
@@ -849,15 +848,12 @@ def prior_answer(args, reports) -> tuple[str, list[dict]]:
                 continue
             sparse = args.plan["datasets"][key]["declared"]["sparse"]
             found = rule.cells_from_report(data[0], f"{model}+dynamic", sparse, METRICS)
-            v = rule.improvement(found)
             # dynamic's own lift over generic, cell by cell: a prior that explained none of
             # it would leave dynamic that far above generic+prior
             own = {c.where: c.lift for c in rule.cells_from_report(
                 reports[key][model][0], f"{model}+dynamic", sparse, METRICS)}  # fmt: skip
-            loose = rule.undecided_note(found, lambda c, own=own: own.get(c.where),
-                                        "dynamic's own lift over generic")  # fmt: skip
-            if loose:
-                v = rule.Verdict(v.verdict, f"{v.reason}; {loose}")
+            v = rule.improvement(found).noted(rule.undecided_note(
+                found, lambda c, own=own: own.get(c.where), "dynamic's own lift over generic"))  # fmt: skip
             answer = {"reproduced": "yes", "partly": "in part", "not reproduced": "no"}.get(
                 v.verdict, "not testable"
             )
@@ -1372,28 +1368,32 @@ def remaining_seconds(runs: list[Run], expected: int) -> tuple[float, list[Run]]
     ``VALIDATION_SHARE`` for the validation; epochs per run, the mean of the finished
     trainings of the same dataset and model, else of the same model on any dataset, else
     ``expected``. A run part way needs the rest of those epochs (at least one)."""
-    trained = [r for r in runs if r.trains]
-    finished = [r for r in trained if run_state(r) in ("trained", "evaluated")]
+    logs = {r.label: read_log(r.path) for r in runs if r.trains}  # each log read once
+    finished = {r.label for r in runs if r.trains and run_state(r) in ("trained", "evaluated")}
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        if run.trains:
+            pair = (run.dataset, run.group.model)
+            epochs = [rec["seconds"] for rec in logs[run.label] if rec.get("epoch", 0) > 0]
+            seconds.setdefault(pair, []).extend(epochs)
 
     def mean_epochs(pick) -> float | None:
-        counts = [epochs_done(r.path) for r in finished if pick(r)]
+        counts = [len(logs[r.label]) for r in runs if r.label in finished and pick(r)]
         return statistics.fmean(counts) if counts else None
 
     total, untimed = 0.0, []
-    for run in trained:
-        if run_state(run) in ("trained", "evaluated"):
+    for run in runs:
+        if not run.trains or run.label in finished:
             continue
         pair = (run.dataset, run.group.model)
-        seconds = [rec["seconds"] for r in trained if (r.dataset, r.group.model) == pair
-                   for rec in read_log(r.path) if rec.get("epoch", 0) > 0]  # fmt: skip
-        if not seconds:
+        if not seconds[pair]:
             untimed.append(run)
             continue
         epochs = (mean_epochs(lambda r, pair=pair: (r.dataset, r.group.model) == pair)
                   or mean_epochs(lambda r, run=run: r.group.model == run.group.model)
                   or expected)  # fmt: skip
-        left = max(epochs - epochs_done(run.path), 1.0)
-        total += left * statistics.median(seconds) * (1 + VALIDATION_SHARE)
+        left = max(epochs - len(logs[run.label]), 1.0)
+        total += left * statistics.median(seconds[pair]) * (1 + VALIDATION_SHARE)
     return total, untimed
 
 

@@ -208,3 +208,11 @@ def test_undecided_against_a_reference_per_cell_including_a_negative_one():
     note = rule.undecided_note([a, c], lambda cell: lifts.get(cell.where), "its own lift")
     assert note == ("1 of 2 CIs hold both 0 and its own lift: too few test cases there to "
                     "tell such a lift from none")  # fmt: skip
+
+
+def test_a_note_extends_the_reason_and_keeps_the_verdict():
+    v = rule.Verdict("partly", "2 of 4 cells")
+    assert v.noted("1 of 4 CIs hold both") == rule.Verdict(
+        "partly", "2 of 4 cells; 1 of 4 CIs hold both"
+    )
+    assert v.noted("") is v

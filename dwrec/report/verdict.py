@@ -71,6 +71,10 @@ class Verdict:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
+    def noted(self, note: str) -> Verdict:
+        """The same verdict with ``note`` appended to its reason ("": unchanged)."""
+        return Verdict(self.verdict, f"{self.reason}; {note}") if note else self
+
 
 def _number(value) -> float:
     return math.nan if value is None else float(value)
