@@ -13,6 +13,7 @@ LIFT_CI = re.compile(r"([+-]\d+\.\d)% \[([+-]\d+\.\d)%?, ([+-]\d+\.\d|\+inf)%?\]
 SIGNED_PCT = re.compile(r"[+-]\d+\.\d%")
 METRIC = re.compile(r"(?<![\d.=])0\.\d{4}(?![\d%])")  # not a p-value
 P_VALUE = re.compile(r"\bp ?= ?(\d[\d.]*(?:e-\d+)?)")
+TABLE_P = re.compile(r"\| (\d\.\d+(?:e-\d+)?)\*?†? +\|")  # a report table's p column
 
 
 def verdict_section(page: str) -> str:
@@ -34,11 +35,12 @@ def unquoted(section: str, source: str) -> list[str]:
     percentages, four-decimal metric values and p-values (up to the rounding quoted)."""
     missing = []
     for lift, low, high in LIFT_CI.findall(section):
-        if f"{lift}% [{low}%, {high}%]" not in source:
+        # the verdicts write "+1.0% [+0.5%, +2.0%]", the report tables "+1.0% [+0.5, +2.0]"
+        if f"{lift}% [{low}%, {high}%]" not in source and f"{lift}% [{low}, {high}]" not in source:
             missing.append(f"{lift}% [{low}, {high}]")
     missing += [f for f in sorted(set(SIGNED_PCT.findall(section))) if f not in source]
     missing += [f for f in sorted(set(METRIC.findall(section))) if f not in source]
-    written = [float(p) for p in P_VALUE.findall(source)]
+    written = [float(p) for p in P_VALUE.findall(source) + TABLE_P.findall(source)]
     missing += [f"p={p}" for p in P_VALUE.findall(section) if not rounds_to(p, written)]
     return missing
 
@@ -54,6 +56,10 @@ def test_the_check_catches_a_slip_in_each_kind_of_figure():
     source = "a: +49.4% [+20.0%, +98.3%] p=0.00852*; b: -31.2% [-43.9%, +inf] p=0.000565; 0.2596"
     assert unquoted("+49.4% [+20.0, +98.3] p=0.0085; -31.2% p=0.00057; 0.2596", source) == []
     assert unquoted("+49.4% [+20.0, +98.4]", source) == ["+49.4% [+20.0, +98.4]"]
+    table = "| +85.4% [+16.2, +269.4] | 0.466       |"  # a report table's cells
+    assert unquoted("+85.4% [+16.2, +269.4], p=0.466", table) == []
+    assert unquoted("p=0.467", table) == ["p=0.467"]
+    assert unquoted("+85.4% [+16.2, +269.5]", table) == ["+85.4% [+16.2, +269.5]"]
     assert unquoted("lift +49.5%", source) == ["+49.5%"]
     assert unquoted("recall 0.2597", source) == ["0.2597"]
     assert unquoted("p=0.0086", source) == ["p=0.0086"]
