@@ -927,11 +927,18 @@ def write_tables(
 
 
 def step_seconds(run_dir: Path) -> float:
-    """Training seconds per optimiser step over the whole run (validation excluded)."""
+    """Training seconds per optimiser step: the median over the run's epochs (validation
+    excluded). The median, not the run's total over its steps: an epoch during which the
+    worker was suspended, or shared the cores with another job for a while, would otherwise
+    dominate the run's figure."""
     records = [r for r in read_log(run_dir) if r.get("epoch", 0) > 0]
-    if not records or not records[-1].get("step"):
-        return math.nan
-    return sum(r["seconds"] for r in records) / records[-1]["step"]
+    per_step, previous = [], 0
+    for record in records:
+        steps = record.get("step", 0) - previous
+        previous = record.get("step", 0)
+        if steps > 0:
+            per_step.append(record["seconds"] / steps)
+    return statistics.median(per_step) if per_step else math.nan
 
 
 def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[str, dict]:
@@ -976,6 +983,10 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
             f"(estimate printed before: {clock(estimate_s)})",
             "",
             "## Claim 6: per-step time of dynamic vs generic (paired by dataset, model, seed)",
+            "",
+            "Per-step time: each run's median over its epochs of training seconds per step "
+            "(the `ms/step` column below), so an epoch slowed by a suspension or another job "
+            "does not stand for the whole run.",
             "",
             verdict_markdown([claim]),
             "",

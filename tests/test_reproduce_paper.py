@@ -304,3 +304,18 @@ def test_status_reads_the_progress_and_time_left_from_the_files_alone(tmp_path):
         "not started" in printed  # fmt: skip
     after = {p.relative_to(out) for p in out.rglob("*")}
     assert after == before | {Path("runs/ml-100k/.sasrec-dynamic-s0.lock")}  # status wrote none
+
+
+def test_a_suspended_epoch_does_not_move_the_step_time(tmp_path, monkeypatch):
+    """The per-step time of claim 6 is the median over epochs of seconds / steps: one epoch
+    inflated 100x (a worker suspended part way) leaves it where the other epochs put it."""
+    spec = importlib.util.spec_from_file_location("reproduce_paper", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclasses look it up
+    spec.loader.exec_module(script)
+    run_dir = tmp_path / "run"
+    write_log(run_dir, [2.0, 2.2, 220.0, 1.8, 2.1], best=[1])  # 10 steps per epoch
+    # by hand: per-step seconds 0.20, 0.22, 22.0, 0.18, 0.21 -> median 0.21
+    assert abs(script.step_seconds(run_dir) - 0.21) < 1e-12
+    write_log(run_dir, [], best=[])
+    assert script.step_seconds(run_dir) != script.step_seconds(run_dir)  # nan: no epoch
