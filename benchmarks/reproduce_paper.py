@@ -926,24 +926,10 @@ def write_tables(
     return reports
 
 
-def step_seconds(run_dir: Path) -> float:
-    """Training seconds per optimiser step: the median over the run's epochs (validation
-    excluded). The median, not the run's total over its steps: an epoch during which the
-    worker was suspended, or shared the cores with another job for a while, would otherwise
-    dominate the run's figure."""
-    records = [r for r in read_log(run_dir) if r.get("epoch", 0) > 0]
-    per_step, previous = [], 0
-    for record in records:
-        steps = record.get("step", 0) - previous
-        previous = record.get("step", 0)
-        if steps > 0:
-            per_step.append(record["seconds"] / steps)
-    return statistics.median(per_step) if per_step else math.nan
-
-
 def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[str, dict]:
     """The runs table (wall times) and claim 6 (overhead of dynamic over generic per step)."""
     from dwrec.report import verdict as rule
+    from dwrec.rundir import RunDir
 
     lines = ["| run | epochs | stopped | train s | ms/step | threads | commit |",
              "|---|---:|---|---:|---:|---:|---|"]  # fmt: skip
@@ -956,7 +942,7 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
         records = read_log(run.path)
         seconds = sum(r["seconds"] for r in records)
         stop = "cap" if stopped_by_cap(run.path, run.options["epochs"]) else "early"
-        per_step = step_seconds(run.path)
+        per_step = RunDir(run.path).step_seconds()
         if not math.isfinite(per_step):  # pop: fitted, no steps
             stop, step_cell = "fitted", "-"
         else:
@@ -968,7 +954,8 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
         if run.group.name == "dynamic" and run.group.model in MODELS:
             generic = find_run(runs, run, "generic")
             if run_state(generic) == "evaluated":
-                ratios.append(step_seconds(run.path) / step_seconds(generic.path) - 1)
+                step, generic_step = (RunDir(r.path).step_seconds() for r in (run, generic))
+                ratios.append(step / generic_step - 1)
     v = rule.overhead(ratios)
     claim = {"claim": "6. overhead under 1% of training time", "paper": "< 1%",
              "dwrec": ", ".join(pct(r) for r in ratios) or "-", **vars(v)}  # fmt: skip

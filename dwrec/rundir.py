@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +301,23 @@ class RunDir:
             except json.JSONDecodeError as exc:
                 raise DataFormatError(self.log_path, f"not valid JSON ({exc})", number) from None
         return records
+
+    def step_seconds(self) -> float:
+        """Training seconds per optimiser step: the median over the logged epochs of each
+        epoch's ``seconds`` over its steps (validation excluded; ``nan`` with no epoch).
+
+        The median, not the total over all steps: an epoch during which the process was
+        suspended, or shared its cores with another job for a while, would otherwise stand
+        for the whole run."""
+        per_step, previous = [], 0
+        for record in self.read_log():
+            if record.get("epoch", 0) <= 0:
+                continue
+            steps = record.get("step", 0) - previous
+            previous = record.get("step", 0)
+            if steps > 0:
+                per_step.append(record["seconds"] / steps)
+        return statistics.median(per_step) if per_step else math.nan
 
     def write_log(self, records: list[dict]) -> None:
         text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)

@@ -530,3 +530,19 @@ def test_the_quickstart_bars_count_runs_and_epochs(tmp_path, capsys, monkeypatch
     assert main(["quickstart", "--out", str(tmp_path / "q"), "--epochs", "3"]) == 130
     out = " ".join(capsys.readouterr().out.split())
     assert "1/6 runs" in out and "epoch 1/3" in out and "None" not in out
+
+
+def test_step_seconds_is_the_median_epoch_so_a_suspended_one_does_not_move_it(tmp_path):
+    from dwrec.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    assert run.step_seconds() != run.step_seconds()  # nan: no log
+    seconds = [2.0, 2.2, 220.0, 1.8, 2.1]  # the third epoch spent suspended
+    steps = [10, 10, 10, 12, 10]
+    records = [{"epoch": 0, "seconds": 0.0, "step": 0}]  # a pre-training validation line
+    for epoch, s in enumerate(seconds, start=1):
+        records.append({"epoch": epoch, "seconds": s, "step": sum(steps[:epoch])})
+    run.write_log(records)
+    # by hand: 0.20, 0.22, 22.0, 0.15, 0.21 seconds per step -> median 0.21
+    assert abs(run.step_seconds() - 0.21) < 1e-12
