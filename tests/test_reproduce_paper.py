@@ -158,6 +158,11 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
         ("pending-set", "a", 4 * 2 * compared),
     }  # fmt: skip
     assert all(0 <= c["power_first_holm_step"] <= c["power_uncorrected"] <= 1 for c in power_cells)
+    generic = {row["domain"]: row["cells"]["recall@10"]["mean"] for row in report["tables"][0]["rows"]
+               if row["group"] == "sasrec+generic"}  # fmt: skip
+    assert {c["domain"]: c["baseline_recall"] for c in power_cells} == {
+        **{d: generic[d] for d in declared["sparse"]}, "a": None,
+    }  # fmt: skip
     assert done.stdout.count("\n| ML-100K |") == len(declared["sparse"])
 
     # The same plan again, killed while the dynamic run is part way, then rerun.
