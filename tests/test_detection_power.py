@@ -20,8 +20,9 @@ def by_hand(group, baseline, index):
     b = np.array([[baseline[s][i] for i in index] for s in range(len(baseline))], dtype=float)
     d = g.mean(axis=0) - b.mean(axis=0)
     p = 1.0 if not np.any(d) else float(wilcoxon(d).pvalue)
-    lift = g.mean() / b.mean() - 1
-    every = all((gs.mean() / bs.mean() - 1) * lift > 0 for gs in g for bs in b)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a sample of zero cases only: nan
+        lift = g.mean() / b.mean() - 1
+        every = all((gs.mean() / bs.mean() - 1) * lift > 0 for gs in g for bs in b)
     return p, lift, bool(lift > 0 and every)
 
 
@@ -63,3 +64,27 @@ def test_power_is_0_without_a_difference_and_1_for_a_large_one():
     assert shares == [0.0, 0.0] and lift == 0.0
     shares, _ = detection_power(base + 1.0, base, 30, thresholds, 50, rng)
     assert shares == [1.0, 1.0]
+
+
+def test_dilution_matches_an_exact_enumeration_with_the_case_nobody_hits():
+    # 3 population cases (one where the baseline wins) + the zero case; each draw: a
+    # population case with probability keep / 3 each, the zero case with 1 - keep
+    group = np.array([[0.6, 0.9, 0.1], [0.7, 0.8, 0.2]])
+    baseline = np.array([[0.3, 0.5, 0.4], [0.2, 0.6, 0.5]])
+    keep, size, threshold = 0.6, 3, 0.3
+    padded_g = np.hstack([group, np.zeros((2, 1))])
+    padded_b = np.hstack([baseline, np.zeros((2, 1))])
+    chance = [keep / 3] * 3 + [1 - keep]
+    exact = 0.0
+    for index in itertools.product(range(4), repeat=size):
+        p, _, positive = by_hand(padded_g, padded_b, index)
+        if positive and p < threshold:
+            exact += np.prod([chance[i] for i in index])
+    # only samples of three population cases can pass, and not all of them do
+    assert 0 < exact < keep**size
+    draws = 20_000
+    shares, _ = detection_power(group, baseline, size, (threshold,), draws,
+                                np.random.default_rng(2), keep=keep)  # fmt: skip
+    assert abs(shares[0] - exact) < 4 * np.sqrt(exact * (1 - exact) / draws)
+    with pytest.raises(ValueError, match="keep"):
+        detection_power(group, baseline, size, (threshold,), 1, np.random.default_rng(), keep=0)

@@ -5,7 +5,8 @@ A cell is tested as :mod:`dwrec.report.compare` tests it: the two-sided Wilcoxon
 signed-rank test of the per-case differences (each case's value averaged over the seeds),
 and significance only when every (group seed, baseline seed) pair's lift has the pooled
 lift's sign. Samples are drawn *with* replacement, so each is a new domain of ``size`` cases
-with the population's mix of per-case effects (the m-out-of-n bootstrap).
+with the population's mix of per-case effects (the m-out-of-n bootstrap); optionally
+diluted with cases neither group hits, to match a domain where the baseline hits less often.
 """
 
 from __future__ import annotations
@@ -44,14 +45,29 @@ def detection_power(
     thresholds: tuple[float, ...],
     draws: int,
     rng: np.random.Generator,
+    keep: float = 1.0,
 ) -> tuple[list[float], float]:
     """The share of ``draws`` samples of ``size`` cases significantly positive at each of
-    ``thresholds``, and the median of the samples' pooled lifts."""
-    n = np.asarray(group).shape[1]
+    ``thresholds``, and the median of the samples' pooled lifts.
+
+    ``keep < 1`` dilutes the population to a domain where the baseline hits ``keep`` times
+    as often: each drawn case is, with probability ``1 - keep``, one that neither group hits
+    in any seed (value 0 everywhere, a zero difference the Wilcoxon test drops), else one of
+    the population's. The relative lift is unchanged; fewer cases can show it."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must lie in (0, 1], not {keep}")
+    group = np.asarray(group, dtype=np.float64)
+    baseline = np.asarray(baseline, dtype=np.float64)
+    n = group.shape[1]
+    if keep < 1:  # the case nobody hits, at index n
+        group = np.hstack([group, np.zeros((group.shape[0], 1))])
+        baseline = np.hstack([baseline, np.zeros((baseline.shape[0], 1))])
     hits = np.zeros(len(thresholds))
     lifts = np.empty(draws)
     for d in range(draws):
         index = rng.integers(0, n, size)
+        if keep < 1:
+            index[rng.random(size) >= keep] = n
         p, lifts[d], positive = sample_cell(group, baseline, index)
         hits += [positive and p < t for t in thresholds]
     return [float(h / draws) for h in hits], float(np.median(lifts))
