@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.alpha} / m) and, in brackets, uncorrected (p < {args.alpha}); both with every "
         "seed pair's lift positive. m: the target dataset's confirmatory family, per backbone.",
         "",
-        f"**At {where}'s hit rate.** Samples of the domain's size from the population as it is.",
+        "**At the population's hit rate.** Samples of the domain's size from the population "
+        "as it is.",
         "",
         f"| dataset | sparse domain | test cases | m ({models}) | {heads} |",
         "|---|---|---:|---:|" + "---:|" * columns,
