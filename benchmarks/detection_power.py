@@ -58,9 +58,8 @@ class Population:
         return next(iter(self.group.values())).shape[1]
 
 
-def load_population(out: Path, dataset: str, model: str, group: str, baseline: str,
-                    domain: str) -> Population:  # fmt: skip
-    """The two groups' per-seed values on ``domain``'s target-cohort cases."""
+def load_pair(out: Path, dataset: str, model: str, group: str, baseline: str):
+    """The two groups' per-case values on ``dataset`` (a ``CaseTable``: group first)."""
     from dwrec.report.runs import group_runs, load_cases, load_run
 
     runs_dir = out / "runs" / dataset
@@ -75,7 +74,11 @@ def load_population(out: Path, dataset: str, model: str, group: str, baseline: s
     if len(groups) != 2:
         sys.exit(f"detection_power: {model}-{group} and {model}-{baseline} runs under "
                  f"{runs_dir} do not form two groups")  # fmt: skip
-    cases = load_cases(groups, METRICS, ["target"])
+    return load_cases(groups, METRICS, ["target"])
+
+
+def on_domain(cases, dataset: str, domain: str) -> Population:
+    """The two groups' per-seed values on ``domain``'s target-cohort cases."""
     members = cases.members["target"].get(domain)
     if members is None or not members.any():
         sys.exit(f"detection_power: no test case of {dataset} has its target in {domain!r}")
@@ -83,6 +86,12 @@ def load_population(out: Path, dataset: str, model: str, group: str, baseline: s
         group={m: cases.seed_values[m][0][:, members] for m in METRICS},
         baseline={m: cases.seed_values[m][1][:, members] for m in METRICS},
     )
+
+
+def nonzero_differences(population: Population, metric: str) -> int:
+    """The cases whose seed-averaged values differ: all a Wilcoxon test counts."""
+    g, b = population.group[metric], population.baseline[metric]
+    return int(np.count_nonzero(g.mean(axis=0) - b.mean(axis=0)))
 
 
 def family_sizes(out: Path, plan: dict) -> dict[tuple[str, str], int]:
@@ -149,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     targets = [(key, domain, plan["datasets"][key]["declared"]["test_cases"][domain])
                for key in order if key in plan["datasets"]
                for domain in plan["datasets"][key]["declared"]["sparse"]]  # fmt: skip
-    populations = {m: load_population(args.out, args.dataset, m, args.group, args.baseline,
-                                      args.domain) for m in args.models}  # fmt: skip
+    populations = {m: on_domain(load_pair(args.out, args.dataset, m, args.group, args.baseline),
+                                args.dataset, args.domain) for m in args.models}  # fmt: skip
     n = populations[args.models[0]].cases
     population_rate = {m: float(populations[m].baseline["recall@10"].mean()) for m in args.models}
     numbers, rows, own_rows = [], [], []
@@ -191,6 +200,24 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(f"{head} {family} | {' | '.join(cells)} |")
         if "-" not in keeps:
             own_rows.append(f"{head} {' / '.join(keeps)} | {family} | {' | '.join(own_cells)} |")
+    observed_rows, observed, pairs = [], [], {}
+    for key, domain, k in targets:
+        if not (args.out / "tables" / f"{key}.json").exists():
+            continue  # the dataset's runs are not all in yet
+        cells = []
+        for model in args.models:
+            if (key, model) not in pairs:
+                pairs[(key, model)] = load_pair(args.out, key, model, args.group, args.baseline)
+            on_it = on_domain(pairs[(key, model)], key, domain)
+            for metric in METRICS:
+                count = nonzero_differences(on_it, metric)
+                floor = 2.0 / 2**count if count else 1.0
+                cells.append(f"{count} (p >= {min(floor, 1.0):.2g})" if count <= 13 else str(count))
+                observed.append({"dataset": key, "domain": domain, "model": model,
+                                 "metric": metric, "nonzero_differences": count})  # fmt: skip
+        family = "/".join(str(sizes[(key, model)]) for model in args.models)
+        observed_rows.append(f"| {LABELS.get(key, key)} | {domain} | {k} | {family} | "
+                             f"{' | '.join(cells)} |")  # fmt: skip
     full = {}
     for model in args.models:
         pop = populations[model]
@@ -236,12 +263,23 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Both tables carry the per-case mix of effects of {where}, not each target domain's "
         "own: they say how often the protocol would confirm a lift of that size and kind there.",
+        "",
+        f"**What the run's own cells could show.** On each sparse domain of a complete dataset, "
+        f"the test cases where {args.group} and {args.baseline} differ (seed-averaged): the only "
+        "ones a Wilcoxon test counts. With n <= 13 of them the test is exact (or enumerated "
+        "under ties) and no p falls below 2 / 2^n, given in brackets; Holm's first threshold "
+        f"is {args.alpha} / m.",
+        "",
+        f"| dataset | sparse domain | test cases | m ({models}) | {heads} |",
+        "|---|---|---:|---:|" + "---:|" * columns,
+        *observed_rows,
     ]
     publish(lines, args.write)
     if args.json:
         args.json.write_text(json.dumps({"population": {"dataset": args.dataset,
                                                         "domain": args.domain, "cases": n},
-                                         "cells": numbers}, indent=2) + "\n")  # fmt: skip
+                                         "cells": numbers, "observed": observed},
+                                        indent=2) + "\n")  # fmt: skip
     if any(not math.isfinite(x["median_sample_lift"]) for x in numbers):  # a zero baseline
         print("note: some samples had a baseline mean of 0 (infinite lift)", file=sys.stderr)
 

@@ -167,7 +167,14 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     for c in power_cells:
         own = c.get("power_uncorrected_own_rate")
         assert (own is None) == (c["dataset"] == "pending-set") and (own is None or 0 <= own <= 1)
-    assert done.stdout.count("\n| ML-100K |") == 2 * len(declared["sparse"])  # both tables
+    # the run's own cells: non-zero paired differences, for complete datasets only
+    observed = json.loads(power_json.read_text())["observed"]
+    assert {(o["domain"], o["model"], o["metric"]) for o in observed} == {
+        (d, "sasrec", m) for d in declared["sparse"] for m in ("recall@10", "ndcg@10")
+    }  # fmt: skip
+    assert all(0 <= o["nonzero_differences"] <= declared["test_cases"][o["domain"]]
+               for o in observed)  # fmt: skip
+    assert done.stdout.count("\n| ML-100K |") == 3 * len(declared["sparse"])  # three tables
 
     # The same plan again, killed while the dynamic run is part way, then rerun.
     shutil.rmtree(out / "runs")
