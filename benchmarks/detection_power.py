@@ -7,7 +7,8 @@ by default ML-1M's Film-Noir, where ``dynamic`` lifts SASRec's Recall@10 / NDCG@
 (HetRec Last.fm's 22-33 test cases, S3-Rec Last.fm's 34-46, Beauty's and Yelp's 86-155) the
 script draws ``--draws`` samples of that domain's size from the population's test cases,
 with replacement (each sample: a new domain of ``k`` cases with the population's mix of
-per-case effects), and tests each sample as ``dwrec report`` tests a cell (``dwrec.report.power``):
+per-case effects), and tests each sample as ``dwrec report`` tests a cell
+(``dwrec.report.power``):
 
 - the two-sided Wilcoxon signed-rank test of the per-case differences ``dynamic - generic``,
   each case's value averaged over the seeds;
@@ -20,9 +21,13 @@ once the dataset is complete, else from the same backbone's family on a complete
 ``alpha / m``, the threshold of Holm's first step, which a lone true effect in a family of
 nulls must pass (a lower bound on the power), and ``alpha`` uncorrected (an upper bound).
 
-Caveats, printed with the table: the population's per-case noise is Film-Noir's on ML-1M, not
-the target domain's own (its hit rates and the models' spread differ); the population is
-one domain of 68 test cases, so the draws repeat its cases.
+A second table dilutes the population to each domain's own hit rate (``keep``: the
+baseline's Recall@10 on the domain, from ``OUT/tables/<dataset>.json``, over the
+population's): each drawn case is then, with probability ``1 - keep``, one neither model hits.
+A third counts, on each sparse domain of a complete dataset, the test cases where the run's
+own two groups differ (seed-averaged): with ``n <= 13`` of them, no Wilcoxon p falls below
+``2 / 2^n``. Both power tables carry the population's per-case mix of effects, not each
+domain's own; the population is one domain of 68 test cases, so the draws repeat its cases.
 
     python benchmarks/detection_power.py [--out .bench/reproduce-standard] [--draws 2000]
         [--write FILE] [--json FILE]
@@ -42,8 +47,9 @@ from _common import publish, report_header
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("recall@10", "ndcg@10")
-LABELS = {"ml-1m": "ML-1M", "ml-100k": "ML-100K", "lastfm": "HetRec Last.fm", "s3rec-lastfm": "S3-Rec Last.fm",
-          "s3rec-beauty": "S3-Rec Beauty", "s3rec-yelp": "S3-Rec Yelp"}  # fmt: skip
+LABELS = {"ml-1m": "ML-1M", "ml-100k": "ML-100K", "lastfm": "HetRec Last.fm",
+          "s3rec-lastfm": "S3-Rec Last.fm", "s3rec-beauty": "S3-Rec Beauty",
+          "s3rec-yelp": "S3-Rec Yelp"}  # fmt: skip
 
 
 @dataclass
@@ -138,12 +144,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="the standard reproduction's output folder (runs/, plan.json)")  # fmt: skip
     parser.add_argument("--dataset", default="ml-1m", help="population dataset (ml-1m)")
     parser.add_argument("--domain", default="Film-Noir", help="population domain (Film-Noir)")
-    parser.add_argument("--models", nargs="+", default=["sasrec", "pinnerformer"])
+    parser.add_argument("--models", nargs="+", default=["sasrec", "pinnerformer"],
+                        help="backbones, each its own population (sasrec pinnerformer)")  # fmt: skip
     parser.add_argument("--group", default="dynamic", help="the group tested (dynamic)")
     parser.add_argument("--baseline", default="generic", help="its baseline (generic)")
     parser.add_argument("--draws", type=int, default=2000, help="samples per size (2000)")
-    parser.add_argument("--alpha", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alpha", type=float, default=0.05, help="test level (0.05)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (0)")
     parser.add_argument("--write", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     args = parser.parse_args(argv)
