@@ -1358,9 +1358,9 @@ def run_progress(run: Run) -> str:
             f"by epoch {last_stop} unless it improves")  # fmt: skip
 
 
-def remaining_seconds(runs: list[Run], expected: int) -> tuple[float, list[Run]]:
-    """Seconds one worker needs for the unfinished trainings of ``runs`` (an estimate from
-    the runs' own logs) and the unfinished runs it cannot time yet.
+def remaining_seconds(runs: list[Run], expected: int) -> tuple[dict[str, float], list[Run]]:
+    """Seconds one worker needs for the unfinished trainings of ``runs``, per dataset (an
+    estimate from the runs' own logs), and the unfinished runs it cannot time yet.
 
     Per (dataset, model): seconds per epoch, the median over every epoch logged so far, plus
     ``VALIDATION_SHARE`` for the validation; epochs per run, the mean of the finished
@@ -1379,7 +1379,8 @@ def remaining_seconds(runs: list[Run], expected: int) -> tuple[float, list[Run]]
         counts = [len(logs[r.label]) for r in runs if r.label in finished and pick(r)]
         return statistics.fmean(counts) if counts else None
 
-    total, untimed = 0.0, []
+    per_dataset: dict[str, float] = {}
+    untimed = []
     for run in runs:
         if not run.trains or run.label in finished:
             continue
@@ -1391,8 +1392,9 @@ def remaining_seconds(runs: list[Run], expected: int) -> tuple[float, list[Run]]
                   or mean_epochs(lambda r, run=run: r.group.model == run.group.model)
                   or expected)  # fmt: skip
         left = max(epochs - len(logs[run.label]), 1.0)
-        total += left * statistics.median(seconds[pair]) * (1 + VALIDATION_SHARE)
-    return total, untimed
+        cost = left * statistics.median(seconds[pair]) * (1 + VALIDATION_SHARE)
+        per_dataset[run.dataset] = per_dataset.get(run.dataset, 0.0) + cost
+    return per_dataset, untimed
 
 
 def status(args: argparse.Namespace) -> int:
@@ -1402,6 +1404,7 @@ def status(args: argparse.Namespace) -> int:
     runs = plan_runs(args, plan, known_models(args.models))
     log(f"plan under {args.out}: {len(runs)} runs ({args.budget} budget, {args.seeds} "
         f"seed(s), patience {args.patience})")  # fmt: skip
+    per_dataset, untimed = remaining_seconds(runs, BUDGETS[args.budget]["expected_epochs"])
     workers = 0
     for key in args.datasets:
         mine = [r for r in runs if r.dataset == key]
@@ -1417,11 +1420,13 @@ def status(args: argparse.Namespace) -> int:
             parts.append(f"{paused} stopped part way (the next start resumes them)")
         if new:
             parts.append(f"{new} not started")
+        if key in per_dataset:
+            parts.append(f"about {clock(per_dataset[key])} of one worker's training left")
         log(f"{key}: " + ", ".join(parts))
         for run in held:
             log("  " + (run_progress(run) if run.trains else f"{run.label}: being evaluated"))
         workers += len(held)
-    seconds, untimed = remaining_seconds(runs, BUDGETS[args.budget]["expected_epochs"])
+    seconds = sum(per_dataset.values())
     if not seconds and not untimed:
         log("nothing left to train")
         return 0

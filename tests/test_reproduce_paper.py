@@ -335,7 +335,8 @@ def test_status_reads_the_progress_and_time_left_from_the_files_alone(tmp_path):
     with open(runs / ".sasrec-dynamic-s0.lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # a worker trains dynamic now
         printed = run("--status", "--out", str(out))
-        assert "ml-100k: 1 of 3 runs done, 1 in a worker now, 1 not started" in printed
+        assert ("ml-100k: 1 of 3 runs done, 1 in a worker now, 1 not started, about 3m50s of "
+                "one worker's training left") in printed  # fmt: skip
         # quick budget: patience 3, so best epoch 1 stops it by epoch 4 (cap 20)
         assert ("ml-100k sasrec+dynamic s0: epoch 2, best 1, validation NDCG@10 0.1000; stops "
                 "by epoch 4 unless it improves") in printed  # fmt: skip
