@@ -25,8 +25,8 @@ A second table dilutes the population to each domain's own hit rate (``keep``: t
 baseline's Recall@10 on the domain, from ``OUT/tables/<dataset>.json``, over the
 population's): each drawn case is then, with probability ``1 - keep``, one neither model hits.
 A third counts, on each sparse domain of a complete dataset, the test cases where the run's
-own two groups differ (seed-averaged): with ``n <= 13`` of them, no Wilcoxon p falls below
-``2 / 2^n``. Both power tables carry the population's per-case mix of effects, not each
+own two groups differ (seed-averaged), with the smallest p the report's Wilcoxon test can give
+on them (``dwrec.report.stats.smallest_p``). Both power tables carry the population's per-case mix of effects, not each
 domain's own; the population is one domain of 68 test cases, so the draws repeat its cases.
 
     python benchmarks/detection_power.py [--out .bench/reproduce-standard] [--draws 2000]
@@ -138,6 +138,7 @@ def baseline_recall(out: Path, key: str, model: str, baseline: str) -> dict[str,
 
 def main(argv: list[str] | None = None) -> None:
     from dwrec.report.power import detection_power, sample_cell
+    from dwrec.report.stats import smallest_p
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "reproduce-standard",
@@ -218,10 +219,11 @@ def main(argv: list[str] | None = None) -> None:
             on_it = on_domain(pairs[(key, model)], key, domain)
             for metric in METRICS:
                 count = nonzero_differences(on_it, metric)
-                floor = 2.0 / 2**count if count else 1.0
-                cells.append(f"{count} (p >= {min(floor, 1.0):.2g})" if count <= 13 else str(count))
+                floor = smallest_p("wilcoxon", k, count)
+                cells.append(f"{count} (p >= {floor:.2g})")
                 observed.append({"dataset": key, "domain": domain, "model": model,
-                                 "metric": metric, "nonzero_differences": count})  # fmt: skip
+                                 "metric": metric, "nonzero_differences": count,
+                                 "smallest_p": floor})  # fmt: skip
         family = "/".join(str(sizes[(key, model)]) for model in args.models)
         observed_rows.append(f"| {LABELS.get(key, key)} | {domain} | {k} | {family} | "
                              f"{' | '.join(cells)} |")  # fmt: skip
@@ -273,9 +275,10 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"**What the run's own cells could show.** On each sparse domain of a complete dataset, "
         f"the test cases where {args.group} and {args.baseline} differ (seed-averaged): the only "
-        "ones a Wilcoxon test counts. With n <= 13 of them the test is exact (or enumerated "
-        "under ties) and no p falls below 2 / 2^n, given in brackets; Holm's first threshold "
-        f"is {args.alpha} / m.",
+        "ones a Wilcoxon test counts. In brackets, the smallest p the report's Wilcoxon test "
+        "can give on them whatever their values (`dwrec.report.stats.smallest_p`: above 13 "
+        "test cases, the normal approximation's 2 Phi(-sqrt n) for n of them, all tied and of "
+        f"one sign); Holm's first threshold is {args.alpha} / m.",
         "",
         f"| dataset | sparse domain | test cases | m ({models}) | {heads} |",
         "|---|---|---:|---:|" + "---:|" * columns,

@@ -88,20 +88,3 @@ def test_dilution_matches_an_exact_enumeration_with_the_case_nobody_hits():
     assert abs(shares[0] - exact) < 4 * np.sqrt(exact * (1 - exact) / draws)
     with pytest.raises(ValueError, match="keep"):
         detection_power(group, baseline, size, (threshold,), 1, np.random.default_rng(), keep=0)
-
-
-def test_no_wilcoxon_p_falls_below_2_over_2_to_the_n_for_up_to_13_differences():
-    """detection_power.py's floor: every sign pattern of n <= 13 non-zero differences, tied
-    or not, gives p >= 2 / 2^n, and all of one sign gives exactly that."""
-    from dwrec.report.stats import wilcoxon_signed_rank
-
-    rng = np.random.default_rng(5)
-    for n in range(1, 9):
-        for magnitudes in (rng.random(n) + 0.1, np.ones(n), rng.integers(1, 3, n) / 3):
-            floor = min(1.0, 2.0 / 2**n)
-            ps = [wilcoxon_signed_rank(magnitudes * np.array(signs))
-                  for signs in itertools.product((1, -1), repeat=n)]  # fmt: skip
-            assert min(ps) == pytest.approx(floor, rel=1e-12)
-    for n in (12, 13):  # all of one sign, ties included
-        assert wilcoxon_signed_rank(np.ones(n)) == pytest.approx(2.0 / 2**n, rel=1e-12)
-        assert wilcoxon_signed_rank(rng.random(n) + 0.1) == pytest.approx(2.0 / 2**n, rel=1e-12)

@@ -197,3 +197,34 @@ def test_domain_subset_bootstrap_ci_covers_true_lift_at_nominal_rate():
         low, high = stats.percentile_interval(stats.relative_lift(boot[:, 0], boot[:, 1]))
         covered += low <= 0.20 <= high
     assert 0.90 <= covered / simulations <= 0.985, covered / simulations
+
+
+def _all_signs(magnitudes: np.ndarray, zeros: int):
+    """Every sign pattern of ``magnitudes``, with ``zeros`` zero differences appended."""
+    for signs in product((1.0, -1.0), repeat=magnitudes.size):
+        yield np.concatenate([magnitudes * np.array(signs), np.zeros(zeros)])
+
+
+def test_smallest_p_is_the_minimum_over_every_sign_pattern_and_tie_pattern():
+    """stats.smallest_p against brute force: the least p of the test over every sign pattern
+    of several magnitude sets (distinct, all tied, partly tied), in each Wilcoxon regime."""
+    rng = np.random.default_rng(11)
+    for m in range(1, 8):
+        sets = (rng.random(m) + 0.1, np.ones(m), rng.integers(1, 3, m) / 3.0)
+        for zeros in (0, 2, 15):  # enumerated (n <= 13), and normal approximation (n > 13)
+            n = m + zeros
+            least = min(
+                stats.wilcoxon_signed_rank(d) for mags in sets for d in _all_signs(mags, zeros)
+            )
+            assert least == pytest.approx(stats.smallest_p("wilcoxon", n, m), rel=1e-9), (m, n)
+            # the permutation test enumerates while 2^m <= permutations
+            least = min(stats.sign_flip_test(d) for d in _all_signs(sets[0], zeros))
+            assert least == pytest.approx(stats.smallest_p("permutation", n, m), rel=1e-12)
+    # no zero, 14 <= n <= 50: exact for untied values, the normal approximation for tied ones
+    for m in (14, 20):
+        untied = stats.wilcoxon_signed_rank(rng.random(m) + 0.1)
+        tied = stats.wilcoxon_signed_rank(np.ones(m))
+        assert stats.smallest_p("wilcoxon", m, m) == pytest.approx(min(untied, tied), rel=1e-9)
+    assert stats.smallest_p("wilcoxon", 30, 0) == 1.0
+    assert math.isnan(stats.smallest_p("ttest", 30, 5))
+    assert stats.smallest_p("permutation", 40, 20, permutations=1000) == pytest.approx(1 / 1001)

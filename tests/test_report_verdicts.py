@@ -448,3 +448,39 @@ def test_effect_must_be_a_lift_other_than_zero(one_seed, capsys):
     for bad in ("0", "-1", "nan"):
         assert main(["report", str(one_seed), "--effect", bad]) != 0
         assert "--effect must be a lift other than 0 and above -1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ unreachable cells
+
+
+def test_a_cell_with_too_few_nonzero_differences_is_marked_unreachable(tmp_path):
+    """A domain almost nobody hits: its cells' non-zero differences, counted here from the
+    per-case values, are so few that no Wilcoxon p can fall below alpha. With 200 cases and
+    zeros among them the test is the normal approximation, whose smallest p on n non-zero
+    differences is 2 Phi(-sqrt n) (all tied, one sign): at least 0.05 up to n = 3."""
+    root = tmp_path / "runs"
+    rare = {"Film-Noir": 0.002, "Documentary": 0.012}
+    make_run(root, "generic-0", loss="generic", seed=0, base_rate=rare)
+    make_run(root, "dynamic-0", loss="dynamic", seed=0, base_rate=rare,
+             effect={"Film-Noir": 0.003})  # fmt: skip
+    result = report([root], bootstrap=50, domains=DOMAINS)
+    cells = _compared_cells(result)
+    for metric in ("recall@10", "ndcg@10"):
+        group, domains = _seed_averaged([root / "dynamic-0"], metric)
+        base, _ = _seed_averaged([root / "generic-0"], metric)
+        for domain in DOMAINS:
+            inside = np.array([domain in d for d in domains])
+            count = int(np.count_nonzero(group[inside] != base[inside]))
+            cell = next(c for c in cells if c["domain"] == domain and c["metric"] == metric)
+            assert cell["nonzero"] == count, (domain, metric)
+            floor = 2 * scipy.stats.norm.sf(np.sqrt(count))
+            assert cell["unreachable"] == (0 < count and floor >= 0.05), (domain, count)
+    unreachable = [c for c in cells if c["unreachable"]]
+    assert unreachable and len(unreachable) < len(cells), "the fixture should give both kinds"
+    assert all(not c["significant"] and c["p_raw"] >= 0.05 for c in unreachable)
+    md = result.render("md")
+    assert md.count("°") == len(unreachable) + 1  # each marked p, and the footnote
+    assert "° after p: the tested cases hold so few non-zero paired differences" in md
+    rows = list(csv.DictReader(io.StringIO(result.render("csv"))))
+    assert sum(r["unreachable"] == "True" for r in rows) == len(unreachable)
+    assert r"$^\circ$" in result.render("latex") and "°" not in result.render("latex")

@@ -38,6 +38,7 @@ from dwrec.report.tables import (
     FORMATS,
     TEST_NAMES,
     UNDECIDED_MARK,
+    UNREACHABLE_MARK,
     CohortTable,
     DomainRow,
     GroupInfo,
@@ -354,6 +355,14 @@ def _footnotes(table, settings, groups, reference, case_table, differences) -> l
             "the CI holds both 0 and that lift: too few test cases to tell a lift of that size "
             "from none (no evidence either way). A lift without it and without * has a CI that "
             "excludes that size or 0."
+        )
+    if any(c.unreachable for row in table.rows for c in row.cells.values()):
+        notes.append(
+            f"{UNREACHABLE_MARK} after p: the tested cases hold so few non-zero paired "
+            f"differences that no p of this test falls below {settings.alpha} whatever their "
+            "values (Wilcoxon on n of them: at least 2 / 2^n where enumerated, 2 Phi(-sqrt n) "
+            "under the normal approximation): the cell could not be significant whatever "
+            "the lift."
         )
     degenerate = sorted({c.note for row in table.rows for c in row.cells.values() if c.note})
     for note in degenerate:

@@ -104,7 +104,9 @@ def build_cohort_table(
                     _fill(cell, lifts[s, column], means[s, mi * g_count + baseline_index],
                           spread, seed_means[mi][baseline_index][:, s], multi_seed)  # fmt: skip
                     if domain in tested:
-                        cell.p_raw, cell.note = tests[s][column]
+                        cell.p_raw, cell.note, cell.nonzero, floor = tests[s][column]
+                        # a test with no possible outcome below alpha (n = 0 is degenerate: †)
+                        cell.unreachable = bool(cell.nonzero and floor >= settings.alpha)
                         cell.family = CONFIRMATORY if domain in family else EXPLORATORY
                     else:
                         cell.note = f"n < {settings.min_cases} (--min-cases): not tested"
@@ -192,10 +194,11 @@ def _bootstrap_lifts(case_table, masks, means, pairs, g_count, baseline_index, c
 
 
 def _tests(values, masks, test_columns, pairs, g_count, baseline_index, cohort, settings):
-    """subset -> pair -> (p, note) of the paired test of the group against the baseline,
-    for the subsets ``test_columns`` of ``masks`` (``(nan, "")`` elsewhere)."""
+    """subset -> pair -> (p, note, non-zero differences, smallest attainable p) of the
+    paired test of the group against the baseline, for the subsets ``test_columns`` of
+    ``masks`` (``(nan, "", None, nan)`` elsewhere)."""
     subsets = masks.shape[1]
-    empty = [[(math.nan, "")] * len(pairs) for _ in range(subsets)]
+    empty = [[(math.nan, "", None, math.nan)] * len(pairs) for _ in range(subsets)]
     if not pairs:
         return empty
     differences = np.column_stack(
@@ -219,10 +222,15 @@ def _tests(values, masks, test_columns, pairs, g_count, baseline_index, cohort, 
                     d = differences[tested_masks[:, t], c]
                     p_values[t, c] = stats.paired_test(d, settings.test).p
     for t, s in enumerate(test_columns):
+        cases = int(tested_masks[:, t].sum())
+        nonzero = np.count_nonzero(differences[tested_masks[:, t]], axis=0)
+        floors = [stats.smallest_p(settings.test, cases, int(m), settings.permutations)
+                  for m in nonzero]  # fmt: skip
         empty[s] = [
-            (outcome.p, outcome.note) if outcome else (float(p_values[t, c]), "")
+            (outcome.p if outcome else float(p_values[t, c]), outcome.note if outcome else "",
+             int(nonzero[c]), floors[c])
             for c, outcome in enumerate(degenerate[t])
-        ]
+        ]  # fmt: skip
     return empty
 
 

@@ -48,7 +48,7 @@ CSV_COLUMNS = (
     "lift_low", "lift_high", "p_raw", "p", "significant", "note", "domain_items",
     "domain_share", "final_weight", "test", "correction", "alpha", "bootstrap", "level",
     "seed_lift_min", "seed_lift_max", "sign_consistent", "family", "model", "objective",
-    "unfinished", "undecided",
+    "unfinished", "undecided", "nonzero", "unreachable",
 )  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def to_csv(report: Report) -> str:
                             cell.family, group.model if group else None,
                             group.objective if group else None,
                             bool(group.unfinished) if group else None,
-                            cell.undecided,
+                            cell.undecided, cell.nonzero, cell.unreachable,
                         ]
                     )
                 )  # fmt: skip

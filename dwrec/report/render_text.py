@@ -11,6 +11,7 @@ from dwrec.report.tables import (
     DEGENERATE_MARK,
     RENDERERS,
     UNDECIDED_MARK,
+    UNREACHABLE_MARK,
     CohortTable,
     MetricCell,
     Report,
@@ -59,7 +60,8 @@ def format_p(cell: MetricCell) -> str:
         return "-"
     text = f"{cell.p:.2e}" if cell.p < 1e-3 else f"{cell.p:.3g}"
     # a p-value set by rule rather than by the test (no difference at all) is marked
-    return text + ("*" if cell.significant else "") + (DEGENERATE_MARK if cell.note else "")
+    marks = ("*" if cell.significant else "") + (DEGENERATE_MARK if cell.note else "")
+    return text + marks + (UNREACHABLE_MARK if cell.unreachable else "")
 
 
 def multi_seed(report_or_table) -> bool:
@@ -180,11 +182,14 @@ def latex_escape(text: str) -> str:
                           ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"),
                           ("~", r"\textasciitilde{}"), ("^", r"\textasciicircum{}")):  # fmt: skip
         text = text.replace(char, escaped)
-    return text.replace("±", r"$\pm$").replace(DEGENERATE_MARK, r"$\dagger$")
+    return _latex_marks(text)
 
 
-def _latex_body(body: str) -> str:
-    return body.replace("±", r"$\pm$").replace(DEGENERATE_MARK, r"$\dagger$")
+def _latex_marks(text: str) -> str:
+    for char, command in (("±", r"$\pm$"), (DEGENERATE_MARK, r"$\dagger$"),
+                          (UNREACHABLE_MARK, r"$^\circ$")):  # fmt: skip
+        text = text.replace(char, command)
+    return text
 
 
 def to_latex(report: Report) -> str:
@@ -205,7 +210,7 @@ def to_latex(report: Report) -> str:
         parts += [
             r"\begin{table}[ht]", r"\centering", r"\scriptsize",
             rf"\caption{{dwrec comparison, cohort {latex_escape(table.cohort)}}}",
-            _latex_body(body),
+            _latex_marks(body),
             *(rf"\par\footnotesize {latex_escape(note)}" for note in table.footnotes),
             r"\end{table}", "",
         ]  # fmt: skip

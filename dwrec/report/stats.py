@@ -244,6 +244,36 @@ def paired_test(
     return TestResult(sign_flip_test(d, permutations, rng))
 
 
+def smallest_p(test: str, cases: int, nonzero: int, permutations: int = 10_000) -> float:
+    """The smallest two-sided p that ``test`` can give on ``cases`` paired differences of
+    which ``nonzero`` are not 0, whatever their values (all of one sign reach it).
+
+    - Wilcoxon (the regimes of :func:`wilcoxon_signed_rank`): up to 13 cases the ``2^n``
+      sign patterns of the ``n`` non-zero differences are enumerated, so ``2 / 2^n``; above,
+      the normal approximation, whose largest ``|z|`` comes with every ``|d|`` tied:
+      ``W+ - n(n+1)/4 = n(n+1)/4`` over a tie-corrected sd of ``sqrt(n)(n+1)/4``, so
+      ``z = sqrt(n)`` and ``p = 2 Phi(-sqrt n)``; with no zero and at most 50 cases the exact
+      test serves untied values, so the smaller of the two.
+    - sign-flip permutation test: ``2 / 2^n`` while ``2^n <= permutations`` (enumerated), else
+      ``1 / (permutations + 1)``.
+    - t-test: no floor (``nan``).
+
+    ``nonzero = 0``: 1 (every difference 0)."""
+    if nonzero <= 0:
+        return 1.0
+    enumerated = min(1.0, 2.0 / 2.0**nonzero)
+    if test == "permutation":
+        return enumerated if 2**nonzero <= permutations else 1.0 / (permutations + 1.0)
+    if test != "wilcoxon":
+        return math.nan
+    if cases <= _WILCOXON_ENUMERATE_MAX_N:
+        return enumerated
+    normal = float(2.0 * ndtr(-math.sqrt(nonzero)))
+    if nonzero == cases and cases <= _WILCOXON_EXACT_MAX_N:
+        return min(enumerated, normal)
+    return normal
+
+
 def holm(p_values: np.ndarray) -> np.ndarray:
     """Holm's step-down adjusted p-values (controls the family-wise error rate).
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 FORMATS = ("md", "json", "csv", "latex")
 DEGENERATE_MARK = "†"
 UNDECIDED_MARK = "?"  # --effect: the CI holds both 0 and that lift
+UNREACHABLE_MARK = "°"  # too few non-zero differences for the test to reach p < alpha
 OVERALL = "overall"
 COHORT_MEANING = {
     "target": "cases whose target item lies in the domain",
@@ -51,7 +52,10 @@ class MetricCell:
     when both groups have one seed); ``family``: the multiple-comparison family of the
     p-value (:data:`CONFIRMATORY`, :data:`EXPLORATORY`, or ``""`` when not tested);
     ``undecided`` (with ``--effect`` only, else ``None``): not significant, and the CI holds
-    both 0 and the ``--effect`` lift.
+    both 0 and the ``--effect`` lift; ``nonzero``: the tested cases whose paired difference
+    is not 0 (``None`` when not tested); ``unreachable``: so few of them that the test's
+    smallest possible p (:func:`dwrec.report.stats.smallest_p`) is at least alpha, so the
+    cell could not have been significant whatever the lift.
     """
 
     mean: float
@@ -68,6 +72,8 @@ class MetricCell:
     sign_consistent: bool | None = None
     family: str = ""
     undecided: bool | None = None
+    nonzero: int | None = None
+    unreachable: bool = False
 
 
 @dataclass
