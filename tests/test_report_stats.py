@@ -226,5 +226,6 @@ def test_smallest_p_is_the_minimum_over_every_sign_pattern_and_tie_pattern():
         tied = stats.wilcoxon_signed_rank(np.ones(m))
         assert stats.smallest_p("wilcoxon", m, m) == pytest.approx(min(untied, tied), rel=1e-9)
     assert stats.smallest_p("wilcoxon", 30, 0) == 1.0
+    assert stats.smallest_p("wilcoxon", 5000, 5000) == 0.0  # far past float range: no error
     assert math.isnan(stats.smallest_p("ttest", 30, 5))
     assert stats.smallest_p("permutation", 40, 20, permutations=1000) == pytest.approx(1 / 1001)

@@ -261,7 +261,7 @@ def smallest_p(test: str, cases: int, nonzero: int, permutations: int = 10_000) 
     ``nonzero = 0``: 1 (every difference 0)."""
     if nonzero <= 0:
         return 1.0
-    enumerated = min(1.0, 2.0 / 2.0**nonzero)
+    enumerated = min(1.0, 2.0 ** (1 - nonzero))  # 2 / 2^n, 0.0 past float range
     if test == "permutation":
         return enumerated if 2**nonzero <= permutations else 1.0 / (permutations + 1.0)
     if test != "wilcoxon":
