@@ -13,7 +13,7 @@ LIFT_CI = re.compile(r"([+-]\d+\.\d)% \[([+-]\d+\.\d)%?, ([+-]\d+\.\d|\+inf)%?\]
 SIGNED_PCT = re.compile(r"[+-]\d+\.\d%")
 METRIC = re.compile(r"(?<![\d.=])0\.\d{4}(?![\d%])")  # not a p-value
 P_VALUE = re.compile(r"\bp ?= ?(\d[\d.]*(?:e-\d+)?)")
-TABLE_P = re.compile(r"\| (\d\.\d+(?:e-\d+)?)\*?†? +\|")  # a report table's p column
+TABLE_P = re.compile(r"\| (\d\.\d+(?:e-\d+)?)\*?†?°? +\|")  # a report table's p column
 
 
 def verdict_section(page: str) -> str:
