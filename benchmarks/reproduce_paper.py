@@ -796,6 +796,7 @@ def verdict_rows(args, plan, reports: dict[str, dict], models: list[str]) -> lis
         v = rule.Verdict("partly", v.reason + "; not run: " + ", ".join(missing))
     # the paper gives no margin over the competitors: its Film-Noir lift is the yardstick
     v = v.noted(rule.paper_note(competitor_cells, PAPER_FILM_NOIR, "Film-Noir lift"))
+    v = v.noted(rule.unreachable_note(competitor_cells))
     rows.append({"claim": "4. dynamic beats SIGMA, CALRec, SparseEnNet on sparse domains",
                  "paper": "better on sparse domains", "dwrec": figure(competitor_cells),
                  **vars(v)})  # fmt: skip
@@ -809,8 +810,10 @@ def verdict_rows(args, plan, reports: dict[str, dict], models: list[str]) -> lis
             for c in cells(k, m, f"{m}+dynamic", plan["datasets"][k]["declared"]["sparse"])
         ]
         if fam_cells:
-            per_family[family] = rule.improvement(fam_cells).noted(
-                rule.paper_note(fam_cells, PAPER_FILM_NOIR, "Film-Noir lift")
+            per_family[family] = (
+                rule.improvement(fam_cells)
+                .noted(rule.paper_note(fam_cells, PAPER_FILM_NOIR, "Film-Noir lift"))
+                .noted(rule.unreachable_note(fam_cells))
             )
     v = rule.across_families(per_family, FAMILIES)
     rows.append({"claim": "5. same pattern on all four dataset families",
@@ -854,6 +857,7 @@ def prior_answer(args, reports) -> tuple[str, list[dict]]:
                 reports[key][model][0], f"{model}+dynamic", sparse, METRICS)}  # fmt: skip
             v = rule.improvement(found).noted(rule.undecided_note(
                 found, lambda c, own=own: own.get(c.where), "dynamic's own lift over generic"))  # fmt: skip
+            v = v.noted(rule.unreachable_note(found))
             answer = {"reproduced": "yes", "partly": "in part", "not reproduced": "no"}.get(
                 v.verdict, "not testable"
             )

@@ -216,3 +216,17 @@ def test_a_note_extends_the_reason_and_keeps_the_verdict():
         "partly", "2 of 4 cells; 1 of 4 CIs hold both"
     )
     assert v.noted("") is v
+
+
+def test_unreachable_cells_are_read_from_the_report_and_counted_in_a_note():
+    blind = dict(cell(0.5, -0.6, 3.0, 1.0, False), unreachable=True)
+    rows = {("Film-Noir", "sasrec+dynamic"): {"recall@10": blind, "ndcg@10": blind},
+            ("Western", "sasrec+dynamic"): both(cell(0.3, 0.1, 0.6, 0.01, True))}  # fmt: skip
+    found = cells(rows, domains=("Film-Noir", "Western"))
+    assert [c.unreachable for c in found] == [True, True, False, False]
+    note = rule.unreachable_note(found)
+    assert note.startswith("2 of 4 cells hold so few test cases where the two differ")
+    assert rule.unreachable_note(found[2:]) == ""  # none: no clause
+    # a report written before the field existed reads as reachable
+    assert not cells({("Western", "sasrec+dynamic"): both(cell(0.3, 0.1, 0.6, 0.01, True))},
+                     domains=("Western",))[0].unreachable  # fmt: skip

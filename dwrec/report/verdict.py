@@ -60,6 +60,7 @@ class Cell:
     p: float
     significant: bool
     metric: str = ""
+    unreachable: bool = False  # too few non-zero differences for the test to reach alpha
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def cells_from_report(
                         p=_number(cell.get("p")),
                         significant=bool(cell.get("significant")),
                         metric=metric,
+                        unreachable=bool(cell.get("unreachable")),
                     )
                 )
     return cells
@@ -157,6 +159,17 @@ def undecided_note(cells: Sequence[Cell], reference: Callable[[Cell], float | No
         return ""
     return (f"{len(loose)} of {len(cells)} CIs hold both 0 and {what}: too few test cases "
             "there to tell such a lift from none")  # fmt: skip
+
+
+def unreachable_note(cells: Sequence[Cell]) -> str:
+    """The cells whose test could not have reached significance whatever the lift (the
+    report's ``°``: too few non-zero paired differences), as a reason's clause ("" when
+    none)."""
+    blind = [c for c in cells if c.unreachable]
+    if not blind:
+        return ""
+    return (f"{len(blind)} of {len(cells)} cells hold so few test cases where the two differ "
+            "that their test could not reach significance whatever the lift")  # fmt: skip
 
 
 def paper_note(cells: Sequence[Cell], paper: Mapping[str, float], name: str = "lift") -> str:
