@@ -484,3 +484,8 @@ def test_a_cell_with_too_few_nonzero_differences_is_marked_unreachable(tmp_path)
     rows = list(csv.DictReader(io.StringIO(result.render("csv"))))
     assert sum(r["unreachable"] == "True" for r in rows) == len(unreachable)
     assert r"$^\circ$" in result.render("latex") and "°" not in result.render("latex")
+    # the sign-flip test enumerates these few: its floor is 2 / 2^n, at least 0.05 up to n = 5
+    flips = report([root], bootstrap=50, domains=DOMAINS, test="permutation", permutations=200)
+    for c in _compared_cells(flips):
+        assert c["unreachable"] == (0 < c["nonzero"] <= 5), (c["domain"], c["nonzero"])
+    assert "(the sign-flip test on n of them: at least 2 / 2^n" in flips.render("md")

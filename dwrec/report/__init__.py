@@ -357,12 +357,16 @@ def _footnotes(table, settings, groups, reference, case_table, differences) -> l
             "excludes that size or 0."
         )
     if any(c.unreachable for row in table.rows for c in row.cells.values()):
+        floor = (
+            "the Wilcoxon test on n of them: at least 2 / 2^n where enumerated, 2 Phi(-sqrt n) "
+            "under the normal approximation"
+            if settings.test == "wilcoxon"
+            else "the sign-flip test on n of them: at least 2 / 2^n while it enumerates"
+        )
         notes.append(
             f"{UNREACHABLE_MARK} after p: the tested cases hold so few non-zero paired "
             f"differences that no p of this test falls below {settings.alpha} whatever their "
-            "values (Wilcoxon on n of them: at least 2 / 2^n where enumerated, 2 Phi(-sqrt n) "
-            "under the normal approximation): the cell could not be significant whatever "
-            "the lift."
+            f"values ({floor}): the cell could not be significant whatever the lift."
         )
     degenerate = sorted({c.note for row in table.rows for c in row.cells.values() if c.note})
     for note in degenerate:
