@@ -54,9 +54,19 @@ def report_header(title: str, threads: int | None) -> list[str]:
     ]
 
 
+def write_output(path: Path, text: str) -> None:
+    """Write a benchmark's output file atomically (a temporary name, then a rename): an
+    interrupted run leaves the previous file or none, never half of one."""
+    from dwrec.io import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def publish(lines: list[str], write: Path | None) -> None:
     """Print the markdown, and write it to ``write`` when given."""
     text = "\n".join(lines) + "\n"
     print(text)
     if write:
-        write.write_text(text, encoding="utf-8")
+        write_output(write, text)

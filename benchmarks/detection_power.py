@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from _common import publish, report_header
+from _common import publish, report_header, write_output
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("recall@10", "ndcg@10")
@@ -286,10 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     publish(lines, args.write)
     if args.json:
-        args.json.write_text(json.dumps({"population": {"dataset": args.dataset,
-                                                        "domain": args.domain, "cases": n},
-                                         "cells": numbers, "observed": observed},
-                                        indent=2) + "\n")  # fmt: skip
+        payload = {"population": {"dataset": args.dataset, "domain": args.domain, "cases": n},
+                   "cells": numbers, "observed": observed}  # fmt: skip
+        write_output(args.json, json.dumps(payload, indent=2) + "\n")
     if any(not math.isfinite(x["median_sample_lift"]) for x in numbers):  # a zero baseline
         print("note: some samples had a baseline mean of 0 (infinite lift)", file=sys.stderr)
 

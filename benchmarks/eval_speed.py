@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import best_of, cpu_name
+from _common import best_of, cpu_name, write_output
 
 from dwrec.runtime import tune_malloc
 
@@ -82,7 +82,7 @@ def main() -> None:
     text = markdown(rows, large, args)
     print(text)
     if args.write:
-        args.write.write_text(text, encoding="utf-8")
+        write_output(args.write, text)
 
 
 def datasets(tmp: Path):

@@ -39,6 +39,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _common import write_output
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ML1M = REPO.parent / "shared" / "data" / "ml-1m"
 RATING_NAMES = ["user", "item", "rating", "timestamp"]
@@ -291,8 +293,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(text, encoding="utf-8")
+        write_output(args.write, text)
 
 
 def large_section(rows: int, repeats: int) -> list[str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from _common import write_output
 
 from dwrec.io import write_json, write_parquet
 from dwrec.report import report
@@ -125,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table)
     if args.write:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(table + "\n", encoding="utf-8")
+        write_output(args.write, table + "\n")
     return 0 if best < TARGET_SECONDS else 1
 
 

@@ -42,7 +42,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import cpu_name
+from _common import cpu_name, write_output
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN_LENGTH = 42  # log-normal lengths around 42, clipped to [5, 336]: ~50.2 per user
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
         text = report(argparse.Namespace(**saved["args"]), saved, saved["argv"])
         print(text)
         if args.write:
-            args.write.write_text(text + "\n")
+            write_output(args.write, text + "\n")
         return
     args.work.mkdir(parents=True, exist_ok=True)
     json_path = args.json or args.work / "last-results.json"
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
     def save() -> None:
         load = os.getloadavg()
         results["load_end"] = f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}"
-        json_path.write_text(json.dumps(results, indent=2))
+        write_output(json_path, json.dumps(results, indent=2))
 
     if args.curve:
         curves: dict[str, list[dict]] = {"interactions": [], "catalogue": []}
@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> None:
     text = report(args, results, raw_argv)
     print(text)
     if args.write:
-        args.write.write_text(text + "\n")
+        write_output(args.write, text + "\n")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import publish, report_header
+from _common import publish, report_header, write_output
 
 import dwrec
 from dwrec.baselines.convergence import curve, time_to_reach
@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> None:
                        "run_dir": str(arm.run_dir)}
             for arm in arms
         }  # fmt: skip
-        args.json.write_text(json.dumps(raw, indent=1), encoding="utf-8")
+        write_output(args.json, json.dumps(raw, indent=1))
 
 
 if __name__ == "__main__":

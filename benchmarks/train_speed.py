@@ -57,7 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import cpu_name, load_average
+from _common import cpu_name, load_average, write_output
 
 from dwrec.runtime import tune_malloc
 
@@ -589,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.write:
         args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(text, encoding="utf-8")
+        write_output(args.write, text)
         print(f"wrote {args.write}", file=sys.stderr)
     return 0
 
