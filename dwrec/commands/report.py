@@ -83,7 +83,12 @@ def register(app: typer.Typer) -> None:
             help="target | power | general; several give one table each \\[target].",
         ),
         test: str = typer.Option("wilcoxon", "--test", help="wilcoxon | ttest | permutation."),
-        alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the * marker."),
+        alpha: float = typer.Option(
+            0.05,
+            "--alpha",
+            help="Significance level of the * marker; a p marked ° could not fall below it "
+            "(too few non-zero paired differences).",
+        ),
         correction: str = typer.Option(
             "holm", "--correction", help="holm | bonferroni | none, within each family."
         ),
