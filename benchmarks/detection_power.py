@@ -100,16 +100,24 @@ def nonzero_differences(population: Population, metric: str) -> int:
     return int(np.count_nonzero(g.mean(axis=0) - b.mean(axis=0)))
 
 
-def family_sizes(out: Path, plan: dict) -> dict[tuple[str, str], int]:
-    """``(dataset, model) -> m``, the confirmatory family's size in the backbone's report: from
-    ``OUT/tables/<dataset>.json`` when written, else the same backbone's number of compared
-    groups on a complete dataset times the dataset's family domains times the metrics."""
-    sizes, compared = {}, {}
+def written_reports(out: Path, plan: dict) -> dict[str, dict]:
+    """``dataset -> its reports`` from ``OUT/tables/<dataset>.json``, for the datasets whose
+    tables are written (all their runs done), each file read once."""
+    reports = {}
     for key in plan["datasets"]:
         path = out / "tables" / f"{key}.json"
-        if not path.exists():
-            continue
-        for model, report in json.loads(path.read_text())["reports"].items():
+        if path.exists():
+            reports[key] = json.loads(path.read_text())["reports"]
+    return reports
+
+
+def family_sizes(plan: dict, reports: dict[str, dict]) -> dict[tuple[str, str], int]:
+    """``(dataset, model) -> m``, the confirmatory family's size in the backbone's report: from
+    the dataset's written tables, else the same backbone's number of compared groups on a
+    complete dataset times the dataset's family domains times the metrics."""
+    sizes, compared = {}, {}
+    for key, by_model in reports.items():
+        for model, report in by_model.items():
             for table in report["tables"]:
                 for family, _domains, size in table["families"]:
                     if family == "confirmatory":
@@ -121,13 +129,10 @@ def family_sizes(out: Path, plan: dict) -> dict[tuple[str, str], int]:
     return sizes
 
 
-def baseline_recall(out: Path, key: str, model: str, baseline: str) -> dict[str, float]:
+def baseline_recall(reports: dict[str, dict], key: str, model: str, baseline: str) -> dict:
     """``domain -> the baseline's mean Recall@10`` on the target cohort of ``key``'s report for
-    ``model`` (from ``OUT/tables/<key>.json``; empty while the dataset has no tables)."""
-    path = out / "tables" / f"{key}.json"
-    if not path.exists():
-        return {}
-    report = json.loads(path.read_text())["reports"].get(model)
+    ``model`` (empty while the dataset has no tables)."""
+    report = reports.get(key, {}).get(model)
     if report is None:
         return {}
     label = f"{model}+{baseline}"
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     if not plan_path.exists():
         sys.exit(f"detection_power: no {plan_path}; run benchmarks/reproduce_paper.py first")
     plan = json.loads(plan_path.read_text())
-    sizes = family_sizes(args.out, plan)
+    reports = written_reports(args.out, plan)
+    sizes = family_sizes(plan, reports)
     order = [*LABELS, *sorted(set(plan["datasets"]) - set(LABELS))]  # the run's order
     targets = [(key, domain, plan["datasets"][key]["declared"]["test_cases"][domain])
                for key in order if key in plan["datasets"]
@@ -178,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             if m is None:
                 sys.exit(f"detection_power: no family size for {key} {model}: no complete dataset")
             thresholds = (args.alpha / m, args.alpha)
-            rate = baseline_recall(args.out, key, model, args.baseline).get(domain)
+            rate = baseline_recall(reports, key, model, args.baseline).get(domain)
             # diluted to the domain's own hit rate (never enriched above the population's)
             keep = None if rate is None else rate / population_rate[model]
             if keep is not None:  # 1 up to the JSON's rounding of the same mean
@@ -210,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
             own_rows.append(f"{head} {' / '.join(keeps)} | {family} | {' | '.join(own_cells)} |")
     observed_rows, observed, pairs = [], [], {}
     for key, domain, k in targets:
-        if not (args.out / "tables" / f"{key}.json").exists():
+        if key not in reports:
             continue  # the dataset's runs are not all in yet
         cells = []
         for model in args.models:

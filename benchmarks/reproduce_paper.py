@@ -938,6 +938,7 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
     lines = ["| run | epochs | stopped | train s | ms/step | threads | commit |",
              "|---|---:|---|---:|---:|---:|---|"]  # fmt: skip
     commits: dict[str, int] = {}
+    steps: dict[str, float] = {}  # run label -> seconds per step, each log read here once
     for run in done(runs):
         if not run.trains:
             continue
@@ -946,7 +947,7 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
         records = read_log(run.path)
         seconds = sum(r["seconds"] for r in records)
         stop = "cap" if stopped_by_cap(run.path, run.options["epochs"]) else "early"
-        per_step = RunDir(run.path).step_seconds()
+        per_step = steps[run.label] = RunDir(run.path).step_seconds()
         if not math.isfinite(per_step):  # pop: fitted, no steps
             stop, step_cell = "fitted", "-"
         else:
@@ -958,7 +959,10 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
         if run.group.name == "dynamic" and run.group.model in MODELS:
             generic = find_run(runs, run, "generic")
             if run_state(generic) == "evaluated":
-                step, generic_step = (RunDir(r.path).step_seconds() for r in (run, generic))
+                step, generic_step = (
+                    steps[r.label] if r.label in steps else RunDir(r.path).step_seconds()
+                    for r in (run, generic)
+                )
                 ratios.append(step / generic_step - 1)
     v = rule.overhead(ratios)
     claim = {"claim": "6. overhead under 1% of training time", "paper": "< 1%",
