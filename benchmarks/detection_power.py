@@ -24,10 +24,11 @@ nulls must pass (a lower bound on the power), and ``alpha`` uncorrected (an uppe
 A second table dilutes the population to each domain's own hit rate (``keep``: the
 baseline's Recall@10 on the domain, from ``OUT/tables/<dataset>.json``, over the
 population's): each drawn case is then, with probability ``1 - keep``, one neither model hits.
-A third counts, on each sparse domain of a complete dataset, the test cases where the run's
-own two groups differ (seed-averaged), with the smallest p the report's Wilcoxon test can give
-on them (``dwrec.report.stats.smallest_p``). Both power tables carry the population's per-case mix of effects, not each
-domain's own; the population is one domain of 68 test cases, so the draws repeat its cases.
+A third gives, on each sparse domain of a complete dataset, the test cases where the run's own
+two groups differ (the report's ``nonzero``), with the smallest p the report's Wilcoxon test
+can give on them (``dwrec.report.stats.smallest_p``). Both power tables carry the
+population's per-case mix of effects, not each domain's own; the population is one domain of
+68 test cases, so the draws repeat its cases.
 
     python benchmarks/detection_power.py [--out .bench/reproduce-standard] [--draws 2000]
         [--write FILE] [--json FILE]
@@ -94,12 +95,6 @@ def on_domain(cases, dataset: str, domain: str) -> Population:
     )
 
 
-def nonzero_differences(population: Population, metric: str) -> int:
-    """The cases whose seed-averaged values differ: all a Wilcoxon test counts."""
-    g, b = population.group[metric], population.baseline[metric]
-    return int(np.count_nonzero(g.mean(axis=0) - b.mean(axis=0)))
-
-
 def written_reports(out: Path, plan: dict) -> dict[str, dict]:
     """``dataset -> its reports`` from ``OUT/tables/<dataset>.json``, for the datasets whose
     tables are written (all their runs done), each file read once."""
@@ -129,15 +124,13 @@ def family_sizes(plan: dict, reports: dict[str, dict]) -> dict[tuple[str, str], 
     return sizes
 
 
-def baseline_recall(reports: dict[str, dict], key: str, model: str, baseline: str) -> dict:
-    """``domain -> the baseline's mean Recall@10`` on the target cohort of ``key``'s report for
+def target_rows(reports: dict[str, dict], key: str, model: str, label: str) -> dict:
+    """``domain -> row`` of group ``label`` in the target cohort of ``key``'s report for
     ``model`` (empty while the dataset has no tables)."""
     report = reports.get(key, {}).get(model)
     if report is None:
         return {}
-    label = f"{model}+{baseline}"
-    return {row["domain"]: float(row["cells"]["recall@10"]["mean"])
-            for table in report["tables"] if table["cohort"] == "target"
+    return {row["domain"]: row for table in report["tables"] if table["cohort"] == "target"
             for row in table["rows"] if row["group"] == label}  # fmt: skip
 
 
@@ -184,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
             if m is None:
                 sys.exit(f"detection_power: no family size for {key} {model}: no complete dataset")
             thresholds = (args.alpha / m, args.alpha)
-            rate = baseline_recall(reports, key, model, args.baseline).get(domain)
+            row = target_rows(reports, key, model, f"{model}+{args.baseline}").get(domain)
+            rate = None if row is None else float(row["cells"]["recall@10"]["mean"])
             # diluted to the domain's own hit rate (never enriched above the population's)
             keep = None if rate is None else rate / population_rate[model]
             if keep is not None:  # 1 up to the JSON's rounding of the same mean
@@ -214,18 +208,19 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(f"{head} {family} | {' | '.join(cells)} |")
         if "-" not in keeps:
             own_rows.append(f"{head} {' / '.join(keeps)} | {family} | {' | '.join(own_cells)} |")
-    observed_rows, observed, pairs = [], [], {}
+    observed_rows, observed = [], []
     for key, domain, k in targets:
         if key not in reports:
             continue  # the dataset's runs are not all in yet
         cells = []
         for model in args.models:
-            if (key, model) not in pairs:
-                pairs[(key, model)] = load_pair(args.out, key, model, args.group, args.baseline)
-            on_it = on_domain(pairs[(key, model)], key, domain)
+            row = target_rows(reports, key, model, f"{model}+{args.group}")[domain]
             for metric in METRICS:
-                count = nonzero_differences(on_it, metric)
-                floor = smallest_p("wilcoxon", k, count)
+                count = row["cells"][metric].get("nonzero")  # the report's own count
+                if count is None:
+                    sys.exit(f"detection_power: {key}'s tables predate the non-zero counts; "
+                             "rewrite them with reproduce_paper.py --tables-only")  # fmt: skip
+                floor = smallest_p("wilcoxon", row["n"], count)
                 cells.append(f"{count} (p >= {floor:.2g})")
                 observed.append({"dataset": key, "domain": domain, "model": model,
                                  "metric": metric, "nonzero_differences": count,

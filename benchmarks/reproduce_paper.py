@@ -933,12 +933,12 @@ def write_tables(
 def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[str, dict]:
     """The runs table (wall times) and claim 6 (overhead of dynamic over generic per step)."""
     from dwrec.report import verdict as rule
-    from dwrec.rundir import RunDir
+    from dwrec.rundir import RunDir, step_seconds
 
     lines = ["| run | epochs | stopped | train s | ms/step | threads | commit |",
              "|---|---:|---|---:|---:|---:|---|"]  # fmt: skip
     commits: dict[str, int] = {}
-    steps: dict[str, float] = {}  # run label -> seconds per step, each log read here once
+    steps: dict[str, float] = {}  # run label -> seconds per step, from the log read here
     for run in done(runs):
         if not run.trains:
             continue
@@ -947,7 +947,7 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
         records = read_log(run.path)
         seconds = sum(r["seconds"] for r in records)
         stop = "cap" if stopped_by_cap(run.path, run.options["epochs"]) else "early"
-        per_step = steps[run.label] = RunDir(run.path).step_seconds()
+        per_step = steps[run.label] = step_seconds(records)
         if not math.isfinite(per_step):  # pop: fitted, no steps
             stop, step_cell = "fitted", "-"
         else:

@@ -303,21 +303,8 @@ class RunDir:
         return records
 
     def step_seconds(self) -> float:
-        """Training seconds per optimiser step: the median over the logged epochs of each
-        epoch's ``seconds`` over its steps (validation excluded; ``nan`` with no epoch).
-
-        The median, not the total over all steps: an epoch during which the process was
-        suspended, or shared its cores with another job for a while, would otherwise stand
-        for the whole run."""
-        per_step, previous = [], 0
-        for record in self.read_log():
-            if record.get("epoch", 0) <= 0:
-                continue
-            steps = record.get("step", 0) - previous
-            previous = record.get("step", 0)
-            if steps > 0:
-                per_step.append(record["seconds"] / steps)
-        return statistics.median(per_step) if per_step else math.nan
+        """:func:`step_seconds` of this run's log."""
+        return step_seconds(self.read_log())
 
     def write_log(self, records: list[dict]) -> None:
         text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
@@ -437,6 +424,25 @@ class RunDir:
 SYNTHETIC_FLAGS = ("users", "items", "domains", "mean_length", "seed")
 """Options of the synthetic source that ``dwrec prepare`` takes as flags (others:
 ``--option KEY=VALUE``)."""
+
+
+def step_seconds(records: list[dict]) -> float:
+    """Training seconds per optimiser step from a run's log records: the median over the
+    logged epochs of each epoch's ``seconds`` over its steps (validation excluded; ``nan``
+    with no epoch).
+
+    The median, not the total over all steps: an epoch during which the process was
+    suspended, or shared its cores with another job for a while, would otherwise stand for
+    the whole run."""
+    per_step, previous = [], 0
+    for record in records:
+        if record.get("epoch", 0) <= 0:
+            continue
+        steps = record.get("step", 0) - previous
+        previous = record.get("step", 0)
+        if steps > 0:
+            per_step.append(record["seconds"] / steps)
+    return statistics.median(per_step) if per_step else math.nan
 
 
 def prepare_command(request: dict, name: str | None = None) -> str:
