@@ -49,6 +49,21 @@ without training anything, e.g. while another invocation is still running. Wall 
 in ``OUT/timing.md`` (every run's wall time and the overhead claim, which is measured from
 the runs' per-step times), and ``OUT/summary.md`` assembles both for docs/results.md.
 
+Keeping the results (``--archive DIR``): every finished run is copied to DIR without its
+checkpoints (config, log, training summary, evaluation; the per-case columns that all runs
+of a dataset share stored once; machine paths made relative; about 200 KB a run on S3-Rec
+Beauty), with the plan, as soon as no run still to do needs its checkpoint. A later
+invocation with the same ``--archive`` restores into ``--out`` every archived run it lacks,
+so a lost ``--out`` (a new machine) costs only the runs under way; committed to git, DIR
+lets anyone rebuild the tables from the results alone:
+``--tables-only --archive DIR --out NEW_OUT``. Leave ``--archive`` out, or point it at an
+empty folder, for a reproduction of your own.
+
+Time limits (``--time-limit 2h50m``): a worker starts no run expected to end after the
+limit (the run's rest at the median epoch time logged for its dataset and model, else the
+probe's, times the mean epochs of finished runs); when nothing fits it writes the tables and
+stops, so a job or session with a wall-clock limit does not end part way through a long run.
+
 Workers: the same command started several times on one ``--out`` (for instance two
 ``--threads 1`` workers on a 2-core machine, which train faster together than one with two
 threads) shares the plan. Each run is claimed by one worker (``fcntl.flock`` on a lock file
@@ -64,6 +79,8 @@ local file system with ``flock`` (Linux, macOS); elsewhere, run one worker per `
     for i in 1 2; do nohup python benchmarks/reproduce_paper.py --threads 1 > w$i.log 2>&1 & done
     python benchmarks/reproduce_paper.py --tables-only                   # tables so far
     python benchmarks/reproduce_paper.py --status                        # how far, time left
+    python benchmarks/reproduce_paper.py --tables-only --archive benchmarks/results/reproduce-standard \
+        --out .bench/from-archive        # this repository's tables, from its committed results
 """
 
 from __future__ import annotations
@@ -270,6 +287,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tables-only", action="store_true",
                         help="train nothing: rewrite the tables, timing and summary from the "
                         "finished runs (the datasets whose runs are all done)")  # fmt: skip
+    parser.add_argument("--time-limit", type=duration, metavar="DURATION",
+                        help="e.g. 2h50m: start no run expected to end after this long from "
+                        "now (a job's or session's wall-clock limit); the worker stops, "
+                        "tables written, once none fits. Expected: the run's own logged "
+                        "epochs, else the probe's")  # fmt: skip
+    parser.add_argument("--archive", type=Path, metavar="DIR",
+                        help="keep every finished run's results, without checkpoints, in DIR "
+                        "(a folder to commit: a few hundred KB a run) and restore from it the "
+                        "runs --out lacks, so a lost --out costs no finished run")  # fmt: skip
     parser.add_argument("--status", action="store_true",
                         help="prepare and train nothing: print how far the plan under --out "
                         "got (runs done, training now, paused, new) and an estimate of the "
@@ -290,7 +316,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--groups prior needs dynamic (the prior comes from the dynamic run)")
     args.patience = budget["patience"]
     args.out = (args.out or REPO / ".bench" / f"reproduce-{args.budget}").absolute()
+    if args.archive is not None:
+        args.archive = args.archive.absolute()
+        if args.archive == args.out or args.out in args.archive.parents:
+            parser.error("--archive must lie outside --out (it is the copy kept when OUT is lost)")
     return args
+
+
+def duration(text: str) -> float:
+    """Seconds in ``2h50m``, ``90m``, ``45s``, ``1h`` or a plain number of seconds."""
+    import re
+
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*"
+                         r"(?:(\d+(?:\.\d+)?)s?)?\s*", text)  # fmt: skip
+    if not text.strip() or match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 2h50m, 90m or 45s")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def log(message: str) -> None:
@@ -1183,9 +1225,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log(f"reproduce_paper ({args.budget}): {command}")
     with claim(args.out / "setup", wait=True):  # one worker at a time prepares and plans
+        if args.archive is not None:
+            restore_plan(args)
         check_stored_plan(args)
         dataset_dirs = prepare_datasets(args)
         plan = make_plan(args, dataset_dirs)
+        if args.archive is not None:
+            restore_runs(args, plan_runs(args, plan, known_models(args.models)))
     for key in args.datasets:
         declared = plan["datasets"][key]["declared"]
         log(f"family {key}: {', '.join(declared['family'])} (fixed target "
@@ -1197,7 +1243,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"plan: {len(runs)} runs ({states.count('evaluated')} done, "
         f"{states.count('trained') + states.count('partial')} to finish, "
         f"{states.count('new')} new) under {args.out}; plan in plan.json")  # fmt: skip
-    expected = 0.0
+    expected, timings = 0.0, {}
     if not (args.no_probe or args.tables_only):
         timings = probe(args, dataset_dirs, runs)
         epochs = BUDGETS[args.budget]["expected_epochs"]
@@ -1222,10 +1268,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     todo = [] if args.tables_only else [r for r in runs if run_state(r) != "evaluated"]
     index, waiting = 0, False
+    deadline = None if args.time_limit is None else started + args.time_limit
     while todo:
+        candidates = todo if deadline is None else fitting(todo, runs, args, timings, deadline)
+        if not candidates:
+            log(out_of_time(todo, args))
+            break
         with contextlib.ExitStack() as claims:
-            run = claim_next(todo, runs, claims)
+            run = claim_next(candidates, runs, claims)
             if run is None:  # every run left is held by another worker, or waits on one
+                if deadline is not None and not any(held_elsewhere(r.path) for r in todo):
+                    log(out_of_time(todo, args))  # what fits waits on runs that do not
+                    break
                 if not waiting:
                     log(f"waiting: {len(todo)} runs held by other workers or waiting on theirs")
                 waiting = True
@@ -1252,14 +1306,98 @@ def main(argv: list[str] | None = None) -> int:
                         "from here.")  # fmt: skip
                     return 130
         todo.remove(run)
+        if ran and args.archive is not None:
+            archive_runs(args, runs)
         ours = [r for r in runs if r.dataset == run.dataset]
         if ran and todo and all(run_state(r) == "evaluated" for r in ours):
             with claim(args.out / "publish", wait=True):
                 publish_between(run.dataset, args, plan, runs, models, skipped, command,
                                 started, expected)  # fmt: skip
+    if args.archive is not None:
+        archive_runs(args, runs)
     with claim(args.out / "publish", wait=True):
         publish(args, plan, runs, models, skipped, command, started, expected)
     return 0
+
+
+# -- the archive: finished runs kept outside --out -------------------------------------------
+
+
+def archive_path(args: argparse.Namespace, run: Run) -> Path:
+    """Where ``run``'s results lie in ``--archive`` (the layout of ``--out``)."""
+    return args.archive / run.path.relative_to(args.out)
+
+
+def shared_cases(args: argparse.Namespace, run: Run) -> Path:
+    """The archive's per-case columns common to ``run``'s dataset (users, targets, domains)."""
+    return args.archive / "runs" / run.dataset / "cases.parquet"
+
+
+def archivable(run: Run, runs: list[Run]) -> bool:
+    """Evaluated, and no run still to do needs its checkpoint: a generic or dynamic run waits
+    for its prior-shift evaluation, which scores with both models."""
+    if run_state(run) != "evaluated":
+        return False
+    if run.trains and run.group.name in ("generic", "dynamic"):
+        return all(
+            run_state(r) == "evaluated"
+            for r in runs
+            if not r.trains
+            and (r.dataset, r.group.model, r.seed) == (run.dataset, run.group.model, run.seed)
+        )
+    return True
+
+
+def archive_runs(args: argparse.Namespace, runs: list[Run]) -> int:
+    """Copy the plan and every archivable run not yet in ``--archive`` there (results only,
+    the per-case columns its dataset's runs share kept once: :func:`dwrec.export.
+    export_results`); returns how many runs were copied."""
+    from dwrec.export import export_results
+    from dwrec.rundir import METRICS
+
+    copied = 0
+    with claim(args.out / "archive", wait=True):
+        write_text(args.archive / "plan.json", (args.out / "plan.json").read_text())
+        for run in runs:
+            if not (archive_path(args, run) / METRICS).exists() and archivable(run, runs):
+                export_results(run.path, archive_path(args, run), root=args.out,
+                               shared=shared_cases(args, run))  # fmt: skip
+                copied += 1
+    if copied:
+        log(f"archive: {copied} finished run(s) copied to {args.archive}")
+    return copied
+
+
+def restore_plan(args: argparse.Namespace) -> None:
+    """Start a new ``--out`` from the archived plan, so the declared families stay put."""
+    stored, ours = args.archive / "plan.json", args.out / "plan.json"
+    if stored.exists() and not ours.exists():
+        write_text(ours, stored.read_text())
+        log(f"archive: plan.json restored from {args.archive}")
+
+
+def restore_runs(args: argparse.Namespace, runs: list[Run]) -> int:
+    """Copy into ``--out`` every archived run that ``--out`` lacks (or holds unfinished);
+    returns how many. A restored run is evaluated: nothing trains it again."""
+    from dwrec.export import expand_results
+    from dwrec.io import atomic_dir
+    from dwrec.rundir import METRICS
+
+    restored = 0
+    for run in runs:
+        source = archive_path(args, run)
+        if run_state(run) == "evaluated" or not (source / METRICS).exists():
+            continue
+        with claim(run.path) as mine:
+            if not mine:  # a worker trains it now: it finishes it
+                continue
+            with atomic_dir(run.path) as tmp:  # replaced whole, or not at all
+                shutil.copytree(source, tmp, dirs_exist_ok=True)
+                expand_results(tmp, shared_cases(args, run))  # its per-case table, whole
+        restored += 1
+    if restored:
+        log(f"archive: {restored} finished run(s) restored from {args.archive}")
+    return restored
 
 
 POLL_SECONDS = 5
@@ -1367,13 +1505,29 @@ def run_progress(run: Run) -> str:
 
 
 def remaining_seconds(runs: list[Run], expected: int) -> tuple[dict[str, float], list[Run]]:
-    """Seconds one worker needs for the unfinished trainings of ``runs``, per dataset (an
-    estimate from the runs' own logs), and the unfinished runs it cannot time yet.
+    """Seconds one worker needs for the unfinished trainings of ``runs``, per dataset
+    (:func:`seconds_left` of each), and the unfinished runs it cannot time yet."""
+    per_dataset: dict[str, float] = {}
+    untimed = []
+    costs = seconds_left(runs, expected)
+    for run in (r for r in runs if r.label in costs):
+        cost = costs[run.label]
+        if cost is None:
+            untimed.append(run)
+        else:
+            per_dataset[run.dataset] = per_dataset.get(run.dataset, 0.0) + cost
+    return per_dataset, untimed
 
-    Per (dataset, model): seconds per epoch, the median over every epoch logged so far, plus
-    ``VALIDATION_SHARE`` for the validation; epochs per run, the mean of the finished
-    trainings of the same dataset and model, else of the same model on any dataset, else
-    ``expected``. A run part way needs the rest of those epochs (at least one)."""
+
+def seconds_left(runs: list[Run], expected: int, timings=None) -> dict[str, float | None]:
+    """Seconds one worker needs to finish each unfinished training of ``runs``, by run label
+    (an estimate from the runs' own logs); ``None`` for a run it cannot time.
+
+    Per (dataset, model): seconds per epoch, the median over every epoch logged so far, else
+    the probe's (``timings``: steps x wall seconds per step), plus ``VALIDATION_SHARE`` for
+    the validation; epochs per run, the mean of the finished trainings of the same dataset
+    and model, else of the same model on any dataset, else ``expected``. A run part way
+    needs the rest of those epochs (at least one)."""
     logs = {r.label: read_log(r.path) for r in runs if r.trains}  # each log read once
     finished = {r.label for r in runs if r.trains and run_state(r) in ("trained", "evaluated")}
     seconds: dict[tuple[str, str], list[float]] = {}
@@ -1387,22 +1541,42 @@ def remaining_seconds(runs: list[Run], expected: int) -> tuple[dict[str, float],
         counts = [len(logs[r.label]) for r in runs if r.label in finished and pick(r)]
         return statistics.fmean(counts) if counts else None
 
-    per_dataset: dict[str, float] = {}
-    untimed = []
+    costs: dict[str, float | None] = {}
     for run in runs:
         if not run.trains or run.label in finished:
             continue
         pair = (run.dataset, run.group.model)
-        if not seconds[pair]:
-            untimed.append(run)
+        if seconds[pair]:
+            epoch_s = statistics.median(seconds[pair])
+        elif timings and pair in timings:
+            step_s, steps = timings[pair][0], timings[pair][1]
+            epoch_s = step_s * steps
+        else:
+            costs[run.label] = None
             continue
         epochs = (mean_epochs(lambda r, pair=pair: (r.dataset, r.group.model) == pair)
                   or mean_epochs(lambda r, run=run: r.group.model == run.group.model)
                   or expected)  # fmt: skip
         left = max(epochs - len(logs[run.label]), 1.0)
-        cost = left * statistics.median(seconds[pair]) * (1 + VALIDATION_SHARE)
-        per_dataset[run.dataset] = per_dataset.get(run.dataset, 0.0) + cost
-    return per_dataset, untimed
+        costs[run.label] = left * epoch_s * (1 + VALIDATION_SHARE)
+    return costs
+
+
+def out_of_time(todo: list[Run], args) -> str:
+    return (f"time limit: {len(todo)} run(s) left, none expected to end within the "
+            f"{clock(args.time_limit)} limit; stopping here (run the same command again to "
+            "continue)")  # fmt: skip
+
+
+def fitting(todo: list[Run], runs: list[Run], args, timings, deadline: float) -> list[Run]:
+    """The runs of ``todo`` expected to finish before ``deadline`` (``time.perf_counter()``
+    seconds): a training by :func:`seconds_left`, one it cannot time as fitting; a
+    prior-shift evaluation (minutes) whenever any time is left."""
+    left = deadline - time.perf_counter()
+    if left <= 0:
+        return []
+    costs = seconds_left(runs, BUDGETS[args.budget]["expected_epochs"], timings)
+    return [r for r in todo if not r.trains or (costs.get(r.label) or 0.0) <= left]
 
 
 def status(args: argparse.Namespace) -> int:

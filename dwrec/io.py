@@ -131,7 +131,12 @@ def read_json(path: str | os.PathLike) -> Any:
 def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
     """Write a Parquet file atomically, with settings that give identical bytes for identical tables."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
+        write_parquet_to(tmp, table)
+
+
+def write_parquet_to(where: Any, table: pa.Table) -> None:
+    """:func:`write_parquet`'s encoding, to a path or a binary buffer (not atomic)."""
+    pq.write_table(table, where, compression="zstd", write_statistics=True, store_schema=True)
 
 
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from conftest import shared_file
 
 from dwrec.models.registry import model_names
@@ -347,3 +348,64 @@ def test_status_reads_the_progress_and_time_left_from_the_files_alone(tmp_path):
         "not started" in printed  # fmt: skip
     after = {p.relative_to(out) for p in out.rglob("*")}
     assert after == before | {Path("runs/ml-100k/.sasrec-dynamic-s0.lock")}  # status wrote none
+
+
+def test_time_limit_starts_no_run_expected_to_end_after_it(tmp_path):
+    data_root = shared_file("ml-100k").parent
+    out = tmp_path / "repro"
+    args = [*TINY, "--epochs", "20", "--data-root", str(data_root), "--out", str(out)]
+    run(*args, "--dry-run")
+    generic = out / "runs" / "ml-100k" / "sasrec-generic-s0"
+    # generic finished after 4 epochs of 100 s: dynamic is expected to take 4 x 100 s + 15%
+    # for validation = 460 s, so a 5-minute limit starts nothing (the prior-shift evaluation
+    # fits, but waits on dynamic) and the worker stops with its tables
+    write_log(generic, [100.0] * 4, best=[4])
+    for name in ("train_done.json", "metrics.json"):
+        (generic / name).write_text("{}")
+    printed = run(*args, "--time-limit", "5m")
+    assert "time limit: 2 run(s) left, none expected to end within the 5m00s limit" in printed
+    assert not (out / "runs" / "ml-100k" / "sasrec-dynamic-s0").exists()
+    refused = subprocess.run(command(*args, "--time-limit", "2h5x"), cwd=REPO, env=env(),
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert refused.returncode == 2 and "'2h5x' is not a duration" in refused.stderr
+
+
+def test_archive_keeps_finished_runs_without_checkpoints_and_restores_a_lost_out(tmp_path):
+    data_root = shared_file("ml-100k").parent
+    out, archive = tmp_path / "repro", tmp_path / "kept"
+    args = [*TINY, "--data-root", str(data_root), "--out", str(out), "--archive", str(archive)]
+    run(*args, "--time-limit", "1h")  # runs nothing has timed yet count as fitting
+    original = tables(out)
+    names = {"sasrec-generic-s0", "sasrec-dynamic-s0", "sasrec-prior-s0"}
+    kept_runs = archive / "runs" / "ml-100k"
+    assert {p.name for p in kept_runs.iterdir()} == names | {"cases.parquet"}
+    for name in names:  # the per-case columns every run shares are kept once, beside them
+        table = pq.read_table(kept_runs / name / "per_user.parquet")
+        assert "rank" in table.column_names and "target_domains" not in table.column_names
+    kept = [p for p in archive.rglob("*") if p.is_file()]
+    assert not [p for p in kept if p.suffix == ".pt" or p.name.startswith(".")]
+    assert json.loads((archive / "plan.json").read_text()) == json.loads(
+        (out / "plan.json").read_text()
+    )
+    for path in kept:  # no folder of this machine in what is meant to be committed
+        assert str(tmp_path) not in path.read_bytes().decode("utf-8", "replace"), path
+    prior = json.loads(
+        (archive / "runs" / "ml-100k" / "sasrec-prior-s0" / "metrics.json").read_text()
+    )
+    assert prior["run"] == "runs/ml-100k/sasrec-generic-s0"  # relative to --out's root
+
+    # --out lost (a new machine): the same command trains nothing and writes the same tables
+    before = {n: (out / "runs" / "ml-100k" / n / "per_user.parquet").read_bytes() for n in names}
+    shutil.rmtree(out)
+    printed = run(*args)
+    assert "archive: 3 finished run(s) restored from" in printed
+    assert "plan: 3 runs (3 done, 0 to finish, 0 new)" in printed
+    assert tables(out) == original
+    assert not list(out.rglob("*.pt"))
+    for name in names:  # each per-case table rebuilt byte for byte
+        assert (out / "runs" / "ml-100k" / name / "per_user.parquet").read_bytes() == before[name]
+
+    # an archive inside --out would be lost with it: refused
+    inside = subprocess.run(command(*TINY, "--out", str(out), "--archive", str(out / "kept")),
+                            cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert inside.returncode == 2 and "--archive must lie outside --out" in inside.stderr
