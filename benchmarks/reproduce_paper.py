@@ -298,8 +298,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "runs --out lacks, so a lost --out costs no finished run")  # fmt: skip
     parser.add_argument("--status", action="store_true",
                         help="prepare and train nothing: print how far the plan under --out "
-                        "got (runs done, training now, paused, new) and an estimate of the "
-                        "time left, from its files alone")  # fmt: skip
+                        "got (runs done, training now, paused, new; with --archive, how many "
+                        "are kept there) and an estimate of the time left, from its files "
+                        "alone")  # fmt: skip
     args = parser.parse_args(argv)
     budget = BUDGETS[args.budget]
     args.datasets = args.datasets or list(budget["datasets"])
@@ -1352,6 +1353,7 @@ def archive_runs(args: argparse.Namespace, runs: list[Run]) -> int:
     """Copy the plan and every archivable run not yet in ``--archive`` there (results only,
     the per-case columns its dataset's runs share kept once: :func:`dwrec.export.
     export_results`); returns how many runs were copied."""
+    from dwrec.errors import DwrecError
     from dwrec.export import export_results
     from dwrec.rundir import METRICS
 
@@ -1360,8 +1362,12 @@ def archive_runs(args: argparse.Namespace, runs: list[Run]) -> int:
         write_text(args.archive / "plan.json", (args.out / "plan.json").read_text())
         for run in runs:
             if not (archive_path(args, run) / METRICS).exists() and archivable(run, runs):
-                export_results(run.path, archive_path(args, run), root=args.out,
-                               shared=shared_cases(args, run))  # fmt: skip
+                try:
+                    export_results(run.path, archive_path(args, run), root=args.out,
+                                   shared=shared_cases(args, run))  # fmt: skip
+                except (DwrecError, OSError) as error:  # the training goes on regardless
+                    log(f"archive: {run.label} not kept: {error}")
+                    continue
                 copied += 1
     if copied:
         log(f"archive: {copied} finished run(s) copied to {args.archive}")
@@ -1604,6 +1610,11 @@ def status(args: argparse.Namespace) -> int:
             parts.append(f"{new} not started")
         if key in per_dataset:
             parts.append(f"about {clock(per_dataset[key])} of one worker's training left")
+        if args.archive is not None:
+            from dwrec.rundir import METRICS
+
+            kept = sum((archive_path(args, r) / METRICS).exists() for r in mine)
+            parts.append(f"{kept} in the archive")
         log(f"{key}: " + ", ".join(parts))
         for run in held:
             log("  " + (run_progress(run) if run.trains else f"{run.label}: being evaluated"))

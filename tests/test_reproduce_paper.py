@@ -394,6 +394,8 @@ def test_archive_keeps_finished_runs_without_checkpoints_and_restores_a_lost_out
     )
     assert prior["run"] == "runs/ml-100k/sasrec-generic-s0"  # relative to --out's root
 
+    status = run("--status", "--out", str(out), "--archive", str(archive))
+    assert "ml-100k: 3 of 3 runs done, 3 in the archive" in status
     # --out lost (a new machine): the same command trains nothing and writes the same tables
     before = {n: (out / "runs" / "ml-100k" / n / "per_user.parquet").read_bytes() for n in names}
     shutil.rmtree(out)
