@@ -411,3 +411,19 @@ def test_archive_keeps_finished_runs_without_checkpoints_and_restores_a_lost_out
     inside = subprocess.run(command(*TINY, "--out", str(out), "--archive", str(out / "kept")),
                             cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)  # fmt: skip
     assert inside.returncode == 2 and "--archive must lie outside --out" in inside.stderr
+
+    # benchmarks/splice_tables.py puts those tables into a docs page, verbatim, below its prose
+    page = tmp_path / "page.md"
+    page.write_text("# Page\n\nProse stays.\n\n# Verdicts (old)\n\nold tables\n")
+    splice = [sys.executable, str(REPO / "benchmarks" / "splice_tables.py"), "--out", str(out),
+              "--page", str(page)]  # fmt: skip
+    done = subprocess.run(splice, cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    parts = [out / "tables" / "verdict.md", out / "timing.md", out / "tables" / "ml-100k.md"]
+    assert page.read_text() == "# Page\n\nProse stays.\n\n" + "\n".join(
+        p.read_text().rstrip("\n") + "\n" for p in parts
+    )
+    page.write_text("# Page without tables\n")
+    done = subprocess.run(splice, cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "has no line starting '# Verdicts ('" in done.stderr
+    assert page.read_text() == "# Page without tables\n"
