@@ -1231,13 +1231,13 @@ def main(argv: list[str] | None = None) -> int:
         check_stored_plan(args)
         dataset_dirs = prepare_datasets(args)
         plan = make_plan(args, dataset_dirs)
+        models = known_models(args.models)
         if args.archive is not None:
-            restore_runs(args, plan_runs(args, plan, known_models(args.models)))
+            restore_runs(args, plan_runs(args, plan, models))
     for key in args.datasets:
         declared = plan["datasets"][key]["declared"]
         log(f"family {key}: {', '.join(declared['family'])} (fixed target "
             f"{declared['fixed_domain']}; test cases {declared['test_cases']})")  # fmt: skip
-    models = known_models(args.models)
     skipped = [m for m in args.models if m not in models]
     runs = plan_runs(args, plan, models)
     states = [run_state(r) for r in runs]
