@@ -100,9 +100,10 @@ def _compact_cases(path: Path, shared: Path) -> Any:
     own = _own_columns(names)
     common = table.select([CASE_KEY] + [n for n in names if n not in own]).sort_by(CASE_KEY)
     if shared.exists():
-        if not read_parquet(shared).equals(common):
+        stored = read_parquet(shared)
+        if not stored.equals(common):
             return None
-        common = read_parquet(shared)
+        common = stored
     if table[CASE_KEY].equals(common[CASE_KEY]):  # in case order: the ids go with common
         own.remove(CASE_KEY)
     metadata = {**(table.schema.metadata or {}), _COLUMNS_KEY: json.dumps(names).encode()}
