@@ -61,7 +61,8 @@ empty folder, for a reproduction of your own.
 
 Time limits (``--time-limit 2h50m``): a worker starts no run expected to end after the
 limit (the run's rest at the median epoch time logged for its dataset and model, else the
-probe's, times the mean epochs of finished runs); when nothing fits it writes the tables and
+probe's, times the mean epochs of finished runs, or for a run part way at least the epochs
+until patience could end it); when nothing fits it writes the tables and
 stops, so a job or session with a wall-clock limit does not end part way through a long run.
 
 Workers: the same command started several times on one ``--out`` (for instance two
@@ -1495,6 +1496,15 @@ def plan_from_out(args: argparse.Namespace) -> dict[str, Any]:
     return plan
 
 
+def earliest_stop(run: Run, records: list[dict]) -> int:
+    """The epoch by which patience ends a run part way if it improves no more (its best
+    epoch so far plus the patience, at most the cap); 0 before a best epoch is logged."""
+    best = max((r["epoch"] for r in records if r.get("best")), default=None)
+    if best is None:
+        return 0
+    return min(best + run.options["patience"], run.options["epochs"])
+
+
 def run_progress(run: Run) -> str:
     """A training run's epoch, its best epoch so far and the epoch by which patience ends it."""
     records = read_log(run.path)
@@ -1503,7 +1513,7 @@ def run_progress(run: Run) -> str:
     best = max((r for r in records if r.get("best")), key=lambda r: r["epoch"], default=None)
     if best is None:
         return f"{run.label}: epoch {records[-1]['epoch']}"
-    last_stop = min(best["epoch"] + run.options["patience"], run.options["epochs"])
+    last_stop = earliest_stop(run, records)
     ndcg = best.get("valid", {}).get("ndcg@10")
     score = f", validation NDCG@10 {ndcg:.4f}" if ndcg is not None else ""
     return (f"{run.label}: epoch {records[-1]['epoch']}, best {best['epoch']}{score}; stops "
@@ -1533,7 +1543,8 @@ def seconds_left(runs: list[Run], expected: int, timings=None) -> dict[str, floa
     the probe's (``timings``: steps x wall seconds per step), plus ``VALIDATION_SHARE`` for
     the validation; epochs per run, the mean of the finished trainings of the same dataset
     and model, else of the same model on any dataset, else ``expected``. A run part way
-    needs the rest of those epochs (at least one)."""
+    needs the rest of those epochs, and at least the epochs until patience could end it
+    (:func:`earliest_stop`), and at least one."""
     logs = {r.label: read_log(r.path) for r in runs if r.trains}  # each log read once
     finished = {r.label for r in runs if r.trains and run_state(r) in ("trained", "evaluated")}
     seconds: dict[tuple[str, str], list[float]] = {}
@@ -1563,7 +1574,8 @@ def seconds_left(runs: list[Run], expected: int, timings=None) -> dict[str, floa
         epochs = (mean_epochs(lambda r, pair=pair: (r.dataset, r.group.model) == pair)
                   or mean_epochs(lambda r, run=run: r.group.model == run.group.model)
                   or expected)  # fmt: skip
-        left = max(epochs - len(logs[run.label]), 1.0)
+        done = len(logs[run.label])  # a run past the mean runs at least to its patience
+        left = max(epochs - done, earliest_stop(run, logs[run.label]) - done, 1.0)
         costs[run.label] = left * epoch_s * (1 + VALIDATION_SHARE)
     return costs
 

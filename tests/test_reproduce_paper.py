@@ -348,6 +348,11 @@ def test_status_reads_the_progress_and_time_left_from_the_files_alone(tmp_path):
         "not started" in printed  # fmt: skip
     after = {p.relative_to(out) for p in out.rglob("*")}
     assert after == before | {Path("runs/ml-100k/.sasrec-dynamic-s0.lock")}  # status wrote none
+    # dynamic past the mean of the finished runs (5 epochs against 4), best at 5: patience 3
+    # keeps it to epoch 8 at least, so 3 epochs x 100 s + 15% are left, not 1
+    write_log(dynamic, [100.0] * 5, best=[1, 5])
+    printed = run("--status", "--out", str(out))
+    assert "about 5m45s of one worker's training left" in printed
 
 
 def test_time_limit_starts_no_run_expected_to_end_after_it(tmp_path):
