@@ -4,22 +4,12 @@ helper (the one module benchmarks share; each script otherwise uses dwrec's publ
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what :mod:`platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from dwrec.devices import cpu_name
 
 
 def load_average() -> str:

@@ -39,6 +39,7 @@ from dwrec.baselines import recbole as harness
 from dwrec.baselines.convergence import matched_patience, training_units
 from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.export import export_recbole
+from dwrec.devices import cpu_name
 from dwrec.errors import DwrecError
 from dwrec.io import atomic_path, provenance, read_parquet, write_json
 
@@ -316,14 +317,7 @@ def time_to_target(points: dict[str, list[convergence.Point]], data_seconds: flo
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def _ratio(a: float | None, b: float | None) -> str:

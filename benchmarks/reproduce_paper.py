@@ -982,12 +982,14 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
     lines = ["| run | epochs | stopped | train s | ms/step | threads | commit |",
              "|---|---:|---|---:|---:|---:|---|"]  # fmt: skip
     commits: dict[str, int] = {}
+    cpus: dict[str, int] = {}
     steps: dict[str, float] = {}  # run label -> seconds per step, from the log read here
     for run in done(runs):
         if not run.trains:
             continue
         made = run_environment(run.path)
         commits[made["commit"]] = commits.get(made["commit"], 0) + 1
+        cpus[made["cpu"]] = cpus.get(made["cpu"], 0) + 1
         records = read_log(run.path)
         seconds = sum(r["seconds"] for r in records)
         stop = "cap" if stopped_by_cap(run.path, run.options["epochs"]) else "early"
@@ -1041,6 +1043,13 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
                 or "-"
             ),
             "",
+            "CPUs (environment.json `cpu`; float results depend on the processor, so a run "
+            "matches another bit for bit only on the same CPU model): "
+            + (
+                ", ".join(f"{c} ({n} run{'' if n == 1 else 's'})" for c, n in sorted(cpus.items()))
+                or "-"
+            ),
+            "",
             *lines,
         ]
     )
@@ -1049,10 +1058,11 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
 
 def run_environment(path: Path) -> dict[str, str]:
     """The torch threads a run trained on (config.json ``threads``, which a resumed run keeps;
-    environment.json ``torch_threads`` for runs that predate it) and the short git commits of
-    the invocations that trained it, oldest first, joined by ``+`` (environment.json and its
-    ``earlier`` list; runs written before that list record only the last; ``?`` outside a
-    git checkout)."""
+    environment.json ``torch_threads`` for runs that predate it), and the short git commits
+    and the CPUs of the invocations that trained it, oldest first, each joined by ``+``
+    (environment.json and its ``earlier`` list; runs written before that list record only
+    the last; ``?`` for a commit outside a git checkout, ``unrecorded`` for a CPU before
+    environment.json named it)."""
     from dwrec.io import read_json
     from dwrec.rundir import RunDir
 
@@ -1060,18 +1070,22 @@ def run_environment(path: Path) -> dict[str, str]:
     config, made = read_json(folder.config_path), read_json(folder.environment_path)
     threads = config.get("threads") or made.get("torch_threads") or "?"
     commits: list[str] = []
+    cpus: list[str] = []
     for invocation in [*made.get("earlier", []), made]:
         commit = (invocation.get("git_commit") or "?")[:7]
-        if commit not in commits:
-            commits.append(commit)
-    return {"threads": str(threads), "commit": "+".join(commits)}
+        cpu = invocation.get("cpu") or "unrecorded"
+        commits += [commit] if commit not in commits else []
+        cpus += [cpu] if cpu not in cpus else []
+    return {"threads": str(threads), "commit": "+".join(commits), "cpu": "+".join(cpus)}
 
 
 def machine() -> str:
     import torch
 
+    from dwrec.devices import cpu_name
+
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+    return (f"{os.cpu_count()} CPU cores ({cpu_name()}), "
             f"{device}, torch {torch.__version__} ({torch.get_num_threads()} thread(s)), "
             f"Python {platform.python_version()}")  # fmt: skip
 

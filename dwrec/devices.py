@@ -1,6 +1,10 @@
-"""Turning ``--device`` into a ``torch.device``, the same way for every command."""
+"""Turning ``--device`` into a ``torch.device``, the same way for every command, and naming
+the CPU a run computed on."""
 
 from __future__ import annotations
+
+import platform
+from pathlib import Path
 
 import torch
 
@@ -35,3 +39,17 @@ def resolve_device(
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s ``model name``), else what :mod:`platform`
+    knows. Float results of a CPU training depend on it: kernels pick their vector
+    instructions by CPU, so the same seed and thread count can train differently on another
+    processor."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -129,6 +129,9 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     assert [row["claim"][:2] for row in verdicts] == ["1.", "2.", "3.", "4.", "5."]
     timing = (out / "timing.md").read_text()
     assert "wall time" in timing  # times live apart from tables
+    cpu = json.loads((out / "runs" / "ml-100k" / "sasrec-generic-s0" / "environment.json")
+                     .read_text())["cpu"]  # fmt: skip
+    assert f"matches another bit for bit only on the same CPU model): {cpu} (2 runs)" in timing
     # every training's row names the threads it trained on and the commit that finished it
     assert len(re.findall(r"^\| ml-100k .* \| 1 \| ([0-9a-f]{7}|\?) \|$", timing, re.M)) == 2
     plot = out / "lift-vs-share.png"

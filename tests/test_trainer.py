@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +159,13 @@ def test_run_dir_follows_the_contract(data_dir, tmp_path):
         "dwrec_version",
         "git_commit",
     } <= set(environment)
+    # the CPU model, read here independently of dwrec (float results depend on it)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]  # fmt: skip
+        assert names and environment["cpu"] == names[0]
+    assert environment["cpu"]
     model = load_model(run, config, dataset.fingerprint)
     best = max(records, key=lambda r: r["valid"]["ndcg@10"])
     assert torch.load(run / "model.pt", weights_only=True)["epoch"] == best["epoch"]

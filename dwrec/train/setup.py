@@ -17,6 +17,7 @@ import torch
 
 from dwrec.data.dataset import Dataset, load_dataset
 from dwrec.data.split import Split, make_split
+from dwrec.devices import cpu_name
 from dwrec.errors import DataFormatError, DwrecError, UsageError
 from dwrec.io import provenance
 from dwrec.losses.domains import domain_names_in  # noqa: F401 - re-exported
@@ -300,6 +301,7 @@ def environment(device: torch.device, world: distributed.World | None = None) ->
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         **provenance(),
