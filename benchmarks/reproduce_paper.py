@@ -94,8 +94,10 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1222,10 +1224,20 @@ def plot(args, reports: dict) -> str:
     return f"plot: {path.name}{missing}"
 
 
+def stop_on_sigint() -> None:
+    """Make SIGINT stop this worker in every phase. A worker started in the background by a
+    non-interactive shell (``nohup ... &`` in a script) inherits SIGINT ignored, and Python
+    then keeps it ignored: ``kill -INT`` stopped such a worker only while it trained (the
+    trainer sets its own handler) and was lost while it evaluated, archived or waited."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.status:
         return status(args)
+    stop_on_sigint()
     import torch
 
     from dwrec.runtime import tune_malloc
@@ -1732,4 +1744,8 @@ def publish(args, plan, runs, models, skipped, command: str, started: float, exp
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # between runs (archiving, tables): what is written is whole
+        log("interrupted; finished runs are kept: run the same command again to continue")
+        sys.exit(130)

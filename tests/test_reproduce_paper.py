@@ -3,6 +3,7 @@ unknown models skipped with a note, and killing + rerunning ends with byte-ident
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import json
@@ -277,6 +278,38 @@ def test_ctrl_c_stops_with_one_line_and_exit_130(tmp_path):
     assert "run the same command again" in stdout + stderr
     assert "Traceback" not in stderr
     assert (first / "last.pt").exists()
+
+
+def test_sigint_stops_a_worker_that_inherited_it_ignored_while_it_waits(tmp_path):
+    # `nohup ... &` in a script starts the worker with SIGINT ignored; kill -INT must still
+    # stop it outside training (here: waiting for runs another worker holds)
+    data_root = shared_file("ml-100k").parent
+    out = tmp_path / "repro"
+    args = [*TINY, "--data-root", str(data_root), "--out", str(out)]
+    run(*args, "--dry-run")
+    runs = out / "runs" / "ml-100k"
+    runs.mkdir(parents=True, exist_ok=True)
+    log_path = tmp_path / "worker.log"
+    with contextlib.ExitStack() as held, open(log_path, "w") as sink:
+        for name in ("sasrec-generic-s0", "sasrec-dynamic-s0", "sasrec-prior-s0"):
+            handle = held.enter_context(open(runs / f".{name}.lock", "a+"))
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        worker = subprocess.Popen(
+            command(*args), cwd=REPO, env=env(), stdout=sink, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )  # fmt: skip
+        deadline = time.monotonic() + 240
+        while "waiting: 3 runs held by other workers" not in log_path.read_text():
+            assert worker.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGINT)
+        try:
+            code = worker.wait(timeout=60)
+        finally:
+            worker.kill()
+    printed = log_path.read_text()
+    assert code == 130, printed
+    assert "interrupted while waiting for other workers" in printed and "Traceback" not in printed
 
 
 def test_a_failing_table_between_datasets_does_not_stop_the_training(tmp_path):
