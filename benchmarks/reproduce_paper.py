@@ -1038,24 +1038,22 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
             "Threads and commits: each run's own `config.json` and `environment.json` (a run "
             "keeps its thread count when resumed; `a+b`: trained at commit a, resumed at b; "
             "runs written before dwrec kept earlier invocations name only the last). Commits: "
-            + (
-                ", ".join(
-                    f"{c} ({n} run{'' if n == 1 else 's'})" for c, n in sorted(commits.items())
-                )
-                or "-"
-            ),
+            + runs_per(commits),
             "",
             "CPUs (environment.json `cpu`; float results depend on the processor, so a run "
-            "matches another bit for bit only on the same CPU model): "
-            + (
-                ", ".join(f"{c} ({n} run{'' if n == 1 else 's'})" for c, n in sorted(cpus.items()))
-                or "-"
-            ),
+            "matches another bit for bit only on the same CPU model): " + runs_per(cpus),
             "",
             *lines,
         ]
     )
     return text, claim
+
+
+def runs_per(counts: dict[str, int]) -> str:
+    """``"a (2 runs), b (1 run)"`` in key order, ``"-"`` when empty."""
+    return (
+        ", ".join(f"{k} ({n} run{'' if n == 1 else 's'})" for k, n in sorted(counts.items())) or "-"
+    )
 
 
 def run_environment(path: Path) -> dict[str, str]:
