@@ -1515,9 +1515,15 @@ def plan_from_out(args: argparse.Namespace) -> dict[str, Any]:
     args.budget, args.seeds, args.patience = plan["budget"], plan["seeds"], plan["patience"]
     args.epochs = plan["epochs"] if isinstance(plan["epochs"], int) else None
     args.models, args.groups = plan["models"], plan["groups"]
-    order = [k for k in BUDGETS[args.budget]["datasets"] if k in plan["datasets"]]
-    args.datasets = order + sorted(k for k in plan["datasets"] if k not in order)
+    args.datasets = budget_order(args.budget, plan["datasets"])
     return plan
+
+
+def budget_order(budget: str, keys) -> list[str]:
+    """``keys`` in the budget's dataset order, any others after them sorted: the order of
+    every table, whatever order ``--datasets`` trained them in."""
+    order = [k for k in BUDGETS[budget]["datasets"] if k in keys]
+    return order + sorted(k for k in keys if k not in order)
 
 
 def earliest_stop(run: Run, records: list[dict]) -> int:
@@ -1703,15 +1709,17 @@ def publish(args, plan, runs, models, skipped, command: str, started: float, exp
     experiment): the verdicts name it as pending. Rerunning after more runs finish rewrites
     everything from the run dirs alone.
     """
-    ready = complete_datasets(args, runs)
+    order = budget_order(args.budget, args.datasets)  # not the order they trained in
+    done = complete_datasets(args, runs)
+    ready = [key for key in order if key in done]
     pending = {}
-    for key in args.datasets:
+    for key in order:
         if key not in ready:
             mine = [r for r in runs if r.dataset == key]
             pending[key] = (sum(run_state(r) == "evaluated" for r in mine), len(mine))
     view = argparse.Namespace(**vars(args))
     view.datasets = ready
-    mine = [r for r in runs if r.dataset in ready]
+    mine = [r for key in ready for r in runs if r.dataset == key]
     notes = [f"- {key}: {n} of {m} runs done; not in these verdicts yet (rerun the script "
              "to continue it)" for key, (n, m) in pending.items()]  # fmt: skip
     reports = write_tables(view, plan, mine, models, skipped, notes)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from _common import write_output
-from reproduce_paper import BUDGETS
+from reproduce_paper import budget_order
 
 MARKER = "# Verdicts ("
 
@@ -33,9 +33,8 @@ def tables_text(out: Path) -> str:
         if not path.exists():
             raise SystemExit(f"splice_tables: {path} not found: run reproduce_paper.py first")
     plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
-    order = [k for k in BUDGETS[plan["budget"]]["datasets"] if k in plan["datasets"]]
     parts = [verdict.read_text(encoding="utf-8"), timing.read_text(encoding="utf-8")]
-    for key in order + sorted(set(plan["datasets"]) - set(order)):  # the budget's order
+    for key in budget_order(plan["budget"], plan["datasets"]):
         page = tables / f"{key}.md"
         if page.exists():
             parts.append(page.read_text(encoding="utf-8"))

@@ -244,6 +244,30 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     assert tables(out) == uninterrupted
 
 
+def test_tables_keep_the_budgets_dataset_order_whatever_order_trained(tmp_path):
+    """Two workers may take ``--datasets`` in different orders (to finish one set first):
+    the tables, the figure's numbers and the timing's rows come out the same."""
+    data_root = shared_file("ml-100k").parent
+    shared_file("hetrec2011-lastfm-2k")
+    out = tmp_path / "repro"
+    args = [*TINY, "--data-root", str(data_root), "--out", str(out), "--groups", "generic",
+            "dynamic"]  # fmt: skip
+    printed = run(*args, "--datasets", "lastfm", "ml-100k")  # the budget has ml-100k first
+    trained = re.findall(r"^\[\d+/\d+\] (\S+) ", printed, re.M)
+    assert trained == ["lastfm", "lastfm", "ml-100k", "ml-100k"]
+    first, rows = tables(out), wall_time_rows(out)
+    verdict = first["verdict.md"].decode()
+    assert 0 <= verdict.index("ml-100k") < verdict.index("lastfm")
+    assert rows[0].startswith("| ml-100k ") and rows[-1].startswith("| lastfm ")
+    run(*args, "--datasets", "ml-100k", "lastfm", "--tables-only")
+    assert tables(out) == first and wall_time_rows(out) == rows
+
+
+def wall_time_rows(out: Path) -> list[str]:
+    """timing.md's table of every run's wall time (the rest holds this invocation's time)."""
+    return re.findall(r"^\| (?:ml-100k|lastfm) .*$", (out / "timing.md").read_text(), re.M)
+
+
 def test_standard_plan_on_an_s3rec_set_declares_its_sparsest_and_densest(tmp_path):
     data_root = shared_file("s3rec-lastfm").parent
     out = tmp_path / "standard"
