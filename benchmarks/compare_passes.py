@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import write_output
+from _common import publish
 
 DATASET = re.compile(r"^# (\S+) \(([^\s()]+)\)$")  # "# ml-1m (MovieLens)"
 REPORT = re.compile(r"^## (\S+)$")  # "## sasrec", "## sasrec-dynamic-vs-sigma"
@@ -261,9 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shown = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     text = compare(args.first, args.second, f"python benchmarks/compare_passes.py {shown}")
-    print(text, end="")
-    if args.write:
-        write_output(args.write, text)
+    publish(text.splitlines(), args.write)
     return 0
 
 
