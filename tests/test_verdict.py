@@ -81,6 +81,17 @@ def test_improvement_rule(values, expected):
         assert rule.improvement(found, "no MovieLens").reason == "no MovieLens"
 
 
+def test_a_lift_that_is_float_rounding_of_equal_means_is_not_counted_positive():
+    # the same hits summed in another order: 1.1e-16 (HetRec Last.fm, SASRec + dynamic vs
+    # SparseEnNet, experimental Recall@10 in the standard reproduction's second pass)
+    equal = (0.1 + 0.2) / 0.3 - 1  # 2.2e-16
+    assert 0 < equal < 1e-15
+    found = [rule.Cell("tie", equal, -0.5, 1.3, 1.0, False),
+             rule.Cell("up", 0.3, -0.1, 0.8, 0.2, False)]  # fmt: skip
+    reason = rule.improvement(found).reason
+    assert reason.startswith("none of 2 cells significantly positive; 1 positive")
+
+
 def test_improvement_rule_from_report_json():
     good = {("Film-Noir", "sasrec+dynamic"): both(cell(0.6, 0.2, 1.1, 0.003, True))}
     assert rule.improvement(cells(good)).verdict == "reproduced"

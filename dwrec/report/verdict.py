@@ -47,6 +47,7 @@ VERDICTS = ("reproduced", "partly", "not reproduced", "not testable here")
 MARGIN = 0.05
 OVERHEAD_LIMIT = 0.01
 OVERHEAD_PARTLY = 0.05
+TIE = 1e-9  # a relative lift this small is float rounding of two equal means, not a gain
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def improvement(cells: Sequence[Cell], untestable: str = "no comparable cells") 
     n = len(cells)
     if len(confirmed) == n:
         return Verdict("reproduced", f"all {n} cells significantly positive")
-    positive = sum(c.lift > 0 for c in cells)
+    positive = sum(c.lift > TIE for c in cells)
     if not confirmed:
         why = f"none of {n} cells significantly positive; {positive} positive"
         return Verdict("not reproduced", f"{why}, {len(contradicted)} significantly negative")
