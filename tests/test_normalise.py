@@ -145,6 +145,40 @@ def test_effective_shares_reproduce_the_mean_for_any_scale(rule):
         assert float(modelled) == pytest.approx(direct, rel=1e-12)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_max_rule_deciders_match_a_per_signature_loop_with_ties(seed):
+    """The sparse deciders (scatter max, then the smallest tied domain) against a plain loop
+    over each signature's domains: the same shares to the last bit, ties included."""
+    rng = np.random.default_rng(seed)
+    indptr, indices = random_catalogue(rng, n_items=300, n_domains=40, max_degree=6)
+    signatures = DomainSignatures.from_csr(indptr, indices, 40)
+    shares = torch.from_numpy(rng.dirichlet(np.ones(signatures.n_signatures)))
+    scores = torch.from_numpy(rng.choice([0.5, 1.0, 2.0, 7.0], size=40))  # many ties
+    expected = np.zeros(40)
+    membership = signatures.membership.numpy()
+    for s in range(signatures.n_signatures):
+        domains = np.flatnonzero(membership[s])
+        best = max(domains, key=lambda d: (scores[d].item(), -d))  # highest, then smallest
+        expected[best] += shares[s].item()  # in signature order, as index_add does
+    for pairs in (None, signatures.pairs()):
+        g = effective_shares(shares, signatures.membership, scores, "max", pairs)
+        assert g.numpy().tolist() == expected.tolist()
+
+
+def test_domain_counts_count_each_position_once_per_domain():
+    rng = np.random.default_rng(11)
+    indptr, indices = random_catalogue(rng, n_items=200, n_domains=30, max_degree=5)
+    signatures = DomainSignatures.from_csr(indptr, indices, 30)
+    items = rng.integers(0, 200, size=5000)
+    expected = np.zeros(30)
+    for item in items:
+        for domain in indices[indptr[item] : indptr[item + 1]]:
+            expected[domain] += 1
+    counts = signatures.domain_counts(signatures.counts(torch.from_numpy(items)))
+    assert counts.dtype == torch.float64
+    assert counts.numpy().tolist() == expected.tolist()
+
+
 @pytest.mark.parametrize("rule", ["max", "mean"])
 def test_up_weight_only(rule):
     indptr, indices, items, signatures, shares, scores = setup(7)

@@ -116,6 +116,27 @@ class DomainSignatures:
     def n_signatures(self) -> int:
         return int(self.membership.shape[0])
 
+    def pairs(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The nonzero entries of ``membership`` as ``(signature [P], domain [P])`` int64,
+        by signature then domain (the sparse form :func:`effective_shares` and
+        :meth:`domain_counts` use: a signature holds a few of many domains)."""
+        device = self.membership.device if device is None else torch.device(device)
+        cached = getattr(self, "_pairs", None)
+        if cached is None or cached[0].device != device:
+            rows, cols = self.membership.nonzero(as_tuple=True)
+            cached = (rows.to(device), cols.to(device))
+            self._pairs = cached
+        return cached
+
+    def domain_counts(self, signature_counts: torch.Tensor) -> torch.Tensor:
+        """``[D]`` float64: the positives per domain from their counts per signature
+        ``[S]`` (a positive counts once in each of its domains; exact for integer counts)."""
+        rows, cols = self.pairs(signature_counts.device)
+        counts = torch.zeros(
+            self.membership.shape[1], dtype=torch.float64, device=signature_counts.device
+        )
+        return counts.index_add_(0, cols, signature_counts.to(torch.float64).index_select(0, rows))
+
     def counts(self, items: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``[S]`` float64 number of the positives ``items [N]`` per signature (items
         without a domain are not counted)."""
@@ -141,7 +162,11 @@ class DomainSignatures:
 
 
 def effective_shares(
-    signature_shares: torch.Tensor, membership: torch.Tensor, scores: torch.Tensor, rule: str
+    signature_shares: torch.Tensor,
+    membership: torch.Tensor,
+    scores: torch.Tensor,
+    rule: str,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``[D]`` ``g`` with ``M(lambda) = sum_d g_d clip(lambda r_d, lo, hi)`` for every
     ``lambda > 0`` and bounds.
@@ -149,15 +174,27 @@ def effective_shares(
     ``max``: ``g_d`` = share of the signatures whose highest score is domain d's (ties: the
     smaller domain index; the clipped weights of tied domains are equal, so this does not
     change ``M``). ``mean``: ``g_d = sum_{S containing d} pi_S / |S|``. ``signature_shares
-    [S]``, ``membership [S, D]``, ``scores [D]``; ``sum_d g_d = sum_S pi_S``.
+    [S]``, ``membership [S, D]``, ``scores [D]``; ``sum_d g_d = sum_S pi_S``. ``pairs``: the
+    nonzero entries of ``membership`` (:meth:`DomainSignatures.pairs`), computed if not given.
     """
     _check_rule(rule)
     membership = membership.to(signature_shares.device, torch.float64)
     if rule == "mean":
         return (signature_shares / membership.sum(dim=1)) @ membership
-    masked = torch.where(membership > 0, scores.to(membership)[None, :], -math.inf)
-    decider = masked.argmax(dim=1)
-    shares = torch.zeros(membership.shape[1], dtype=torch.float64, device=membership.device)
+    device = membership.device
+    n_signatures, n_domains = membership.shape
+    if pairs is None:
+        pairs = membership.nonzero(as_tuple=True)
+    rows, cols = (index.to(device) for index in pairs)
+    # per signature, the highest score of its domains, then the smallest domain holding it:
+    # the decider of a dense argmax over the masked [S, D] scores, on the P pairs only
+    values = scores.to(device, torch.float64).index_select(0, cols)
+    best = torch.full((n_signatures,), -math.inf, dtype=torch.float64, device=device)
+    best = best.scatter_reduce(0, rows, values, "amax")
+    holder = torch.where(values == best.index_select(0, rows), cols, n_domains)
+    decider = torch.full((n_signatures,), n_domains, dtype=torch.int64, device=device)
+    decider = decider.scatter_reduce(0, rows, holder, "amin")
+    shares = torch.zeros(n_domains, dtype=torch.float64, device=device)
     return shares.index_add_(0, decider, signature_shares.to(torch.float64))
 
 
@@ -204,6 +241,7 @@ def normalise_weights(
     w_min: float,
     w_max: float,
     check: bool = True,
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``[D]`` float64 domain weights: ``clip(lambda r, w_min, w_max)`` with mean position
     weight exactly 1 under ``rule`` (``two-sided``), or ``max(1, clip(lambda r, 0, w_max))``
@@ -214,13 +252,15 @@ def normalise_weights(
     Without any domain-labelled positive (all shares 0) every weight is 1. ``check``: raise
     a :class:`ValueError` for negative or non-finite scores, or when no labelled positive
     has a positive score (this reads values back from the device; a caller that updates
-    every step checks once and passes ``False``).
+    every step checks once and passes ``False``). ``pairs``: as in :func:`effective_shares`.
     """
     _check_rule(rule)
     mode = weight_mode(w_min, w_max)
     scores = scores.to(torch.float64)
     total = signature_shares.sum()
-    shares = effective_shares(signature_shares / total.clamp_min(_TINY), membership, scores, rule)
+    shares = effective_shares(
+        signature_shares / total.clamp_min(_TINY), membership, scores, rule, pairs
+    )
     if check:
         if bool((scores < 0).any()) or not bool(torch.isfinite(scores).all()):
             raise ValueError("sparsity scores must be finite and >= 0")
@@ -266,11 +306,13 @@ class SignatureEMA:
         self.beta = beta
         self.shares = signatures.shares(train_items)
 
-    def update(self, positives: torch.Tensor) -> None:
+    def update(self, positives: torch.Tensor) -> torch.Tensor:
+        """Moves ``pi`` towards the batch's shares; returns the batch's counts ``[S]``."""
         counts = self.signatures.counts(positives).to(self.shares.device)
         total = counts.sum()
         moved = self.beta * self.shares + (1.0 - self.beta) * counts / total.clamp_min(1.0)
         self.shares = torch.where(total > 0, moved, self.shares)
+        return counts
 
     def domain_shares(self) -> torch.Tensor:
         """``[D]`` the per-domain shares ``n_d / N`` implied by the current ``pi``."""
