@@ -72,6 +72,7 @@ def build_trainer(args: argparse.Namespace, dataset_dir: Path, scratch: Path):
         "max_len": args.max_len,
         "hidden": args.hidden,
         "seed": args.seed,
+        **({} if args.layers is None else {"layers": args.layers}),
         "epochs": 1,
     }
     display = TrainingDisplay(quiet=True)
@@ -200,7 +201,8 @@ def report(args, summary: dict, dataset_line: str, trainer, positions: int) -> s
         f"- command: `{' '.join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])}`",
         f"- machine: {machine(trainer.device)}",
         f"- dataset: {dataset_line}; {len(trainer.run_info.dataset.domain_names)} domains",
-        f"- model: {args.model}, hidden {args.hidden}, max_len {args.max_len}, batch "
+        f"- model: {args.model}, hidden {args.hidden}, "
+        f"{getattr(trainer.model.config, 'layers', '-')} block(s), max_len {args.max_len}, batch "
         f"{args.batch_size} sequences (~{positions} target positions), objective "
         f"{args.objective}, AMP {'on' if trainer.amp else 'off'}",
         f"- {s['pairs']} paired steps per arm (order alternating AB/BA), {args.warmup} warm-up pairs",
@@ -236,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--max-len", type=int, default=200)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument(
+        "--layers", type=int, help="transformer blocks (default: the model's own default)"
+    )
     parser.add_argument("--pairs", type=int, default=30, help="paired steps per arm")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=50, help="repeats of the weighting alone")
