@@ -218,6 +218,35 @@ def test_multi_domain_items_take_max_or_mean_and_domainless_items_weigh_one():
         )
 
 
+@pytest.mark.parametrize("mode", ["max", "mean"])
+def test_position_weights_match_a_loop_over_each_items_domains_after_updates(mode):
+    """Many multi-domain items (as in the S3-Rec sets): each position's weight is the max or
+    mean of its item's current domain weights, computed item by item, 1 without a domain."""
+    rng = np.random.default_rng(3)
+    item_domains = [
+        sorted(rng.choice(30, size=rng.integers(0, 7), replace=False).tolist()) for _ in range(400)
+    ]
+    train_items = rng.integers(0, 400, size=6000)
+    dynamic = weighting(
+        LossConfig(loss="dynamic", multi_domain=mode), item_domains, train_items, n_domains=30
+    )
+    for _ in range(5):
+        positives = torch.from_numpy(rng.integers(0, 400, size=700))
+        dynamic.update(positives)
+        domain_weights = dynamic.weights.numpy()
+        expected = [
+            1.0
+            if not item_domains[item]
+            else (max if mode == "max" else np.mean)(domain_weights[item_domains[item]].tolist())
+            for item in positives.tolist()
+        ]
+        got = dynamic.position_weights(positives).numpy()
+        if mode == "max":  # a max of the same values: exact
+            assert got.tolist() == expected
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-13)
+
+
 def test_dynamic_state_roundtrips_through_weights_only_checkpoint(tmp_path):
     item_domains, items, users = skewed_training()
     config = LossConfig(loss="dynamic")

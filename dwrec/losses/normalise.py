@@ -128,6 +128,16 @@ class DomainSignatures:
             self._pairs = cached
         return cached
 
+    def extended_item_signature(self, device: torch.device) -> torch.Tensor:
+        """``[n_items]`` int64: each item's signature, ``S`` for an item without a domain
+        (the last slot of :func:`max_signature_weights`)."""
+        cached = getattr(self, "_extended", None)
+        if cached is None or cached.device != torch.device(device):
+            signature = self.item_signature
+            cached = torch.where(signature >= 0, signature, self.n_signatures).to(device)
+            self._extended = cached
+        return cached
+
     def domain_counts(self, signature_counts: torch.Tensor) -> torch.Tensor:
         """``[D]`` float64: the positives per domain from their counts per signature
         ``[S]`` (a positive counts once in each of its domains; exact for integer counts)."""
@@ -283,6 +293,22 @@ def signature_weights(domain_weights: torch.Tensor, membership: torch.Tensor, ru
         return (membership @ domain_weights) / membership.sum(dim=1)
     masked = torch.where(membership > 0, domain_weights[None, :], -math.inf)
     return masked.amax(dim=1)
+
+
+def max_signature_weights(
+    domain_weights: torch.Tensor, signatures: DomainSignatures
+) -> torch.Tensor:
+    """``[S + 1]``: the ``max`` rule's weight of each signature (its highest domain weight,
+    from the sparse :meth:`DomainSignatures.pairs`), then 1 for an item without a domain.
+    Index it with :meth:`DomainSignatures.extended_item_signature`."""
+    device = domain_weights.device
+    rows, cols = signatures.pairs(device)
+    weights = torch.full(
+        (signatures.n_signatures + 1,), -math.inf, dtype=domain_weights.dtype, device=device
+    )
+    weights = weights.scatter_reduce(0, rows, domain_weights.index_select(0, cols), "amax")
+    weights[-1] = 1.0
+    return weights
 
 
 def mean_position_weight(

@@ -36,6 +36,7 @@ from dwrec.losses.domains import (  # noqa: F401 - DomainStatistics re-exported
 from dwrec.losses.normalise import (
     DomainSignatures,
     SignatureEMA,
+    max_signature_weights,
     mean_position_weight,
     normalise_weights,
     weight_mode,
@@ -286,10 +287,17 @@ class DynamicWeighting(Weighting):
 
     def set_weights(self, weights: torch.Tensor) -> None:
         self.weights = weights
-        self.extended_weights = self.lookup.extended(weights)
+        if self.config.multi_domain == "max":  # a weight per signature: one gather a step
+            self.signature_weights = max_signature_weights(weights, self.signatures)
+        else:
+            self.extended_weights = self.lookup.extended(weights)
 
     def position_weights(self, positives: torch.Tensor) -> torch.Tensor:
         """``[N]`` float64 weight of each position's target (current state)."""
+        if self.config.multi_domain == "max":
+            weights = on_device(self.signature_weights, positives)
+            items = self.signatures.extended_item_signature(positives.device)
+            return weights.index_select(0, items.index_select(0, positives))
         return self.lookup.position_weights(self.extended_weights, positives, extended=True)
 
     def reduce(
