@@ -1003,6 +1003,7 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
         lines.append(f"| {run.label} | {len(records)} | {stop} | {seconds:.0f} | {step_cell} "
                      f"| {made['threads']} | {made['commit']} |")  # fmt: skip
     ratios = []
+    by_commit: dict[str, list[float]] = {}  # the dynamic run's commit -> its pairs' ratios
     for run in done(runs):
         if run.group.name == "dynamic" and run.group.model in MODELS:
             generic = find_run(runs, run, "generic")
@@ -1012,6 +1013,8 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
                     for r in (run, generic)
                 )
                 ratios.append(step / generic_step - 1)
+                commit = run_environment(run.path)["commit"]
+                by_commit.setdefault(commit, []).append(ratios[-1])
     v = rule.overhead(ratios)
     claim = {"claim": "6. overhead under 1% of training time", "paper": "< 1%",
              "dwrec": ", ".join(pct(r) for r in ratios) or "-", **vars(v)}  # fmt: skip
@@ -1033,6 +1036,9 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
             "",
             verdict_markdown([claim]),
             "",
+            "By the `dynamic` run's commit (the weighting's code is the dynamic run's; "
+            "`generic` runs no weighting code): " + overhead_per_commit(by_commit),
+            "",
             "## Every run's wall time",
             "",
             "Threads and commits: each run's own `config.json` and `environment.json` (a run "
@@ -1047,6 +1053,17 @@ def timing(args, runs: list[Run], started: float, estimate_s: float) -> tuple[st
         ]
     )
     return text, claim
+
+
+def overhead_per_commit(by_commit: dict[str, list[float]]) -> str:
+    """``"a: median +3.3% over 18 pairs; b: ..."`` in commit order, ``"-"`` when empty."""
+    parts = []
+    for commit, values in sorted(by_commit.items()):
+        finite = [v for v in values if math.isfinite(v)]
+        median = pct(statistics.median(finite)) if finite else "-"
+        parts.append(f"{commit}: median {median} over {len(values)} "
+                     f"pair{'' if len(values) == 1 else 's'}")  # fmt: skip
+    return "; ".join(parts) or "-"
 
 
 def runs_per(counts: dict[str, int]) -> str:

@@ -135,6 +135,22 @@ def test_killed_and_rerun_ends_with_byte_identical_tables(tmp_path):
     assert f"matches another bit for bit only on the same CPU model): {cpu} (2 runs)" in timing
     # every training's row names the threads it trained on and the commit that finished it
     assert len(re.findall(r"^\| ml-100k .* \| 1 \| ([0-9a-f]{7}|\?) \|$", timing, re.M)) == 2
+    # claim 6 per dynamic run's commit: its one pair's ratio, from the table's ms/step column
+    per_step = {
+        label: (float(ms), commit)
+        for label, ms, commit in re.findall(
+            r"^\| ml-100k (\S+) .*\| ([\d.]+) \| 1 \| (\S+) \|$", timing, re.M
+        )
+    }
+    (dynamic_ms, commit), (generic_ms, _) = per_step["sasrec+dynamic"], per_step["sasrec+generic"]
+    # the table rounds ms to 0.1 and the ratio to 0.1%: the quoted ratio must lie in the
+    # range the rounded times allow
+    low = (dynamic_ms - 0.05) / (generic_ms + 0.05) - 1 - 0.0005
+    high = (dynamic_ms + 0.05) / (generic_ms - 0.05) - 1 + 0.0005
+    quoted = re.search(rf"run's commit .*\): {re.escape(commit)}: median ([+-][\d.]+)% over 1 pair$",
+                       timing, re.M)  # fmt: skip
+    assert quoted, timing
+    assert low <= float(quoted.group(1)) / 100 <= high
     plot = out / "lift-vs-share.png"
     assert plot.exists() == (importlib.util.find_spec("matplotlib") is not None)
     drawn = plot.read_bytes() if plot.exists() else None
