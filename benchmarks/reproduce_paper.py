@@ -100,6 +100,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -601,6 +602,36 @@ def probe(args: argparse.Namespace, dataset_dirs: dict[str, Path], runs: list[Ru
         log(f"  probe {key} {model}: {step_s * 1000:.0f} ms/step wall, {cpu_s * 1000:.0f} ms "
             f"CPU/{threads} thread(s), x {steps} steps/epoch")  # fmt: skip
     return timings
+
+
+PROBES = "probes.json"  # under --out: the last probe of each (dataset, model), for --status
+
+
+def save_probes(out: Path, timings: dict) -> None:
+    """Merge ``timings`` (:func:`probe`'s) into ``OUT/probes.json``, so that ``--status`` can
+    time the runs of a (dataset, model) before any of them has logged an epoch."""
+    path = out / PROBES
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    for (key, model), (step_s, steps, cpu_s) in timings.items():
+        stored[f"{key} {model}"] = {"seconds_per_step": step_s, "steps_per_epoch": steps,
+                                    "cpu_seconds_per_step": cpu_s, "measured": when}  # fmt: skip
+    write_text(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
+
+
+def load_probes(out: Path) -> dict[tuple[str, str], tuple[float, int, float]]:
+    """``OUT/probes.json`` as :func:`probe` returns it; empty when there is none."""
+    path = out / PROBES
+    if not path.exists():
+        return {}
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        tuple(name.split(" ", 1)): (
+            float(t["seconds_per_step"]), int(t["steps_per_epoch"]),
+            float(t["cpu_seconds_per_step"]),
+        )
+        for name, t in stored.items()
+    }  # fmt: skip
 
 
 def steps_per_epoch(dataset_dir: Path, model: str, options: dict[str, Any]) -> int:
@@ -1289,6 +1320,7 @@ def main(argv: list[str] | None = None) -> int:
     expected, timings = 0.0, {}
     if not (args.no_probe or args.tables_only):
         timings = probe(args, dataset_dirs, runs)
+        save_probes(args.out, timings)
         epochs = BUDGETS[args.budget]["expected_epochs"]
         expected, bound = estimate(runs, timings, epochs)
         idle, _ = estimate(runs, timings, epochs, column=2)
@@ -1567,12 +1599,15 @@ def run_progress(run: Run) -> str:
             f"by epoch {last_stop} unless it improves")  # fmt: skip
 
 
-def remaining_seconds(runs: list[Run], expected: int) -> tuple[dict[str, float], list[Run]]:
+def remaining_seconds(
+    runs: list[Run], expected: int, timings=None
+) -> tuple[dict[str, float], list[Run]]:
     """Seconds one worker needs for the unfinished trainings of ``runs``, per dataset
-    (:func:`seconds_left` of each), and the unfinished runs it cannot time yet."""
+    (:func:`seconds_left` of each, ``timings`` the probes'), and the unfinished runs it
+    cannot time yet."""
     per_dataset: dict[str, float] = {}
     untimed = []
-    costs = seconds_left(runs, expected)
+    costs = seconds_left(runs, expected, timings)
     for run in (r for r in runs if r.label in costs):
         cost = costs[run.label]
         if cost is None:
@@ -1651,7 +1686,10 @@ def status(args: argparse.Namespace) -> int:
     runs = plan_runs(args, plan, known_models(args.models))
     log(f"plan under {args.out}: {len(runs)} runs ({args.budget} budget, {args.seeds} "
         f"seed(s), patience {args.patience})")  # fmt: skip
-    per_dataset, untimed = remaining_seconds(runs, BUDGETS[args.budget]["expected_epochs"])
+    expected = BUDGETS[args.budget]["expected_epochs"]
+    probes = load_probes(args.out)
+    per_dataset, untimed = remaining_seconds(runs, expected, probes)
+    probed = [r for r in remaining_seconds(runs, expected)[1] if r not in untimed]
     workers = 0
     for key in args.datasets:
         mine = [r for r in runs if r.dataset == key]
@@ -1689,6 +1727,11 @@ def status(args: argparse.Namespace) -> int:
         + shared
         + " (per dataset and model: the median seconds per epoch logged so far, +"
         f"{VALIDATION_SHARE:.0%} for validation, times the mean epochs of its finished runs)")  # fmt: skip
+    if probed:
+        pairs = sorted({f"{r.dataset} {r.group.model}" for r in probed})
+        log(f"  of which {len(probed)} runs timed by the workers' last probe ({PROBES}), no "
+            f"epoch of theirs logged yet: {', '.join(pairs)}; epochs as the mean of the same "
+            f"model's finished runs, else {expected}")  # fmt: skip
     if untimed:
         pairs = sorted({f"{r.dataset} {r.group.model}" for r in untimed})
         log(f"  not counted: {len(untimed)} runs whose dataset and model have no epoch logged "

@@ -431,6 +431,29 @@ def test_status_reads_the_progress_and_time_left_from_the_files_alone(tmp_path):
     assert "about 5m45s of one worker's training left" in printed
 
 
+def test_status_times_runs_without_a_logged_epoch_by_the_last_probe(tmp_path):
+    data_root = shared_file("ml-100k").parent
+    out = tmp_path / "repro"
+    args = [*TINY, "--epochs", "20", "--data-root", str(data_root), "--out", str(out)]
+    printed = run(*args, "--dry-run")
+    assert "not counted: 2 runs whose dataset and model have no epoch logged" in run(
+        "--status", "--out", str(out)
+    )
+    probing = [a for a in args if a != "--no-probe"]  # a dry run with its probe
+    printed = run(*probing, "--dry-run")
+    step_ms = re.search(r"probe ml-100k sasrec: (\d+) ms/step wall", printed)
+    stored = json.loads((out / "probes.json").read_text())["ml-100k sasrec"]
+    assert step_ms and round(stored["seconds_per_step"] * 1000) == int(step_ms.group(1))
+    # a probe of 0.5 s a step and 100 steps an epoch: no run finished, so each of the two
+    # trainings takes the quick budget's 8 expected epochs: 2 x 8 x 50 s x 1.15 = 920 s
+    stored.update(seconds_per_step=0.5, steps_per_epoch=100)
+    (out / "probes.json").write_text(json.dumps({"ml-100k sasrec": stored}))
+    printed = run("--status", "--out", str(out))
+    assert "about 15m20s of one worker's training left" in printed
+    assert "of which 2 runs timed by the workers' last probe (probes.json)" in printed
+    assert "not counted" not in printed
+
+
 def test_time_limit_starts_no_run_expected_to_end_after_it(tmp_path):
     data_root = shared_file("ml-100k").parent
     out = tmp_path / "repro"
