@@ -121,8 +121,9 @@ def weighting_alone(weighting, positives: torch.Tensor, repeats: int) -> float:
     synchronize(positives.device)
     started = time.perf_counter()
     for _ in range(repeats):
-        weighting.reduce(losses, positives).backward()
-        weighting.update(positives)
+        batch = positives.clone()  # a new tensor, as each step has: no cache carries over
+        weighting.reduce(losses, batch).backward()
+        weighting.update(batch)
     synchronize(positives.device)
     return (time.perf_counter() - started) / repeats
 
