@@ -1356,7 +1356,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(out_of_time(todo, args))  # what fits waits on runs that do not
                     break
                 if not waiting:
-                    log(f"waiting: {len(todo)} runs held by other workers or waiting on theirs")
+                    log(waiting_line(todo, candidates, args))
                 waiting = True
                 try:
                     time.sleep(POLL_SECONDS)
@@ -1666,6 +1666,18 @@ def out_of_time(todo: list[Run], args) -> str:
     return (f"time limit: {len(todo)} run(s) left, none expected to end within the "
             f"{clock(args.time_limit)} limit; stopping here (run the same command again to "
             "continue)")  # fmt: skip
+
+
+def waiting_line(todo: list[Run], candidates: list[Run], args) -> str:
+    """What a worker with nothing it could claim waits on, and which runs it leaves to
+    others because they would end after its time limit (``candidates``: the runs that fit)."""
+    unfit = [r for r in todo if r not in candidates and not held_elsewhere(r.path)]
+    line = f"waiting: {len(todo) - len(unfit)} runs held by other workers or waiting on theirs"
+    if unfit:
+        line += (f"; {len(unfit)} not started here, expected to end after the "
+                 f"{clock(args.time_limit)} limit (a worker with a longer --time-limit, or "
+                 "none, starts them)")  # fmt: skip
+    return line
 
 
 def fitting(todo: list[Run], runs: list[Run], args, timings, deadline: float) -> list[Run]:

@@ -474,6 +474,40 @@ def test_time_limit_starts_no_run_expected_to_end_after_it(tmp_path):
     assert refused.returncode == 2 and "'2h5x' is not a duration" in refused.stderr
 
 
+def test_a_time_limited_worker_says_which_runs_it_leaves_to_others(tmp_path):
+    data_root = shared_file("ml-100k").parent
+    out = tmp_path / "repro"
+    args = [*TINY, "--seeds", "2", "--epochs", "20", "--data-root", str(data_root), "--out",
+            str(out)]  # fmt: skip
+    run(*args, "--dry-run")
+    runs = out / "runs" / "ml-100k"
+    for seed in (0, 1):  # both generic runs done after 4 epochs of 100 s: each dynamic 460 s
+        generic = runs / f"sasrec-generic-s{seed}"
+        write_log(generic, [100.0] * 4, best=[4])
+        for name in ("train_done.json", "metrics.json"):
+            (generic / name).write_text("{}")
+    # dynamic s0 held by another worker (its lock taken here), dynamic s1 too long for a
+    # 5-minute limit: the worker waits on s0 and its prior-shift evaluation, and says it
+    # leaves dynamic s1 (and so its evaluation) to a worker with a longer limit
+    lock, log_path = runs / ".sasrec-dynamic-s0.lock", tmp_path / "worker.log"
+    with open(lock, "a+") as held, open(log_path, "w") as sink:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = subprocess.Popen(command(*args, "--time-limit", "5m"), cwd=REPO, env=env(),
+                                  stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+        expected = ("waiting: 3 runs held by other workers or waiting on theirs; 1 not started "
+                    "here, expected to end after the 5m00s limit")  # fmt: skip
+        deadline = time.monotonic() + 240
+        while expected not in log_path.read_text():
+            assert worker.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+    # released without training it: nothing fits any more, so the worker stops
+    assert worker.wait(timeout=300) == 0, log_path.read_text()
+    assert "time limit: 4 run(s) left, none expected to end within the 5m00s limit" in (
+        log_path.read_text()
+    )
+    assert not (runs / "sasrec-dynamic-s1").exists()
+
+
 def test_archive_keeps_finished_runs_without_checkpoints_and_restores_a_lost_out(tmp_path):
     data_root = shared_file("ml-100k").parent
     out, archive = tmp_path / "repro", tmp_path / "kept"
