@@ -1356,7 +1356,7 @@ def main(argv: list[str] | None = None) -> int:
                     log(out_of_time(todo, args))  # what fits waits on runs that do not
                     break
                 if not waiting:
-                    log(waiting_line(todo, candidates, args))
+                    log(waiting_line(todo, candidates, runs, args))
                 waiting = True
                 try:
                     time.sleep(POLL_SECONDS)
@@ -1668,10 +1668,13 @@ def out_of_time(todo: list[Run], args) -> str:
             "continue)")  # fmt: skip
 
 
-def waiting_line(todo: list[Run], candidates: list[Run], args) -> str:
+def waiting_line(todo: list[Run], candidates: list[Run], runs: list[Run], args) -> str:
     """What a worker with nothing it could claim waits on, and which runs it leaves to
-    others because they would end after its time limit (``candidates``: the runs that fit)."""
+    others because they would end after its time limit (``candidates``: the runs that fit),
+    with the prior-shift evaluations that need one of those."""
     unfit = [r for r in todo if r not in candidates and not held_elsewhere(r.path)]
+    unfit += [r for r in todo if not r.trains and r not in unfit and any(
+        find_run(runs, r, name) in unfit for name in ("generic", "dynamic"))]  # fmt: skip
     line = f"waiting: {len(todo) - len(unfit)} runs held by other workers or waiting on theirs"
     if unfit:
         line += (f"; {len(unfit)} not started here, expected to end after the "
