@@ -428,18 +428,25 @@ SYNTHETIC_FLAGS = ("users", "items", "domains", "mean_length", "seed")
 
 def step_seconds(records: list[dict]) -> float:
     """Training seconds per optimiser step from a run's log records: the median over the
-    logged epochs of each epoch's ``seconds`` over its steps (validation excluded; ``nan``
-    with no epoch).
+    logged epochs of each epoch's ``seconds`` over the steps they cover (validation
+    excluded; ``nan`` with no epoch).
 
     The median, not the total over all steps: an epoch during which the process was
     suspended, or shared its cores with another job for a while, would otherwise stand for
-    the whole run."""
-    per_step, previous = [], 0
-    for record in records:
-        if record.get("epoch", 0) <= 0:
-            continue
-        steps = record.get("step", 0) - previous
-        previous = record.get("step", 0)
+    the whole run. An epoch resumed part way times only its resumed steps, ``steps_timed``
+    of them; logs from before that field scale its steps by its timed sequences over the
+    most any epoch of the same training stage timed."""
+    epochs = [r for r in records if r.get("epoch", 0) > 0]
+    timed = [(r.get("sequences_per_s") or 0) * r["seconds"] for r in epochs]
+    whole, per_step, previous = {}, [], 0  # whole: per stage, the most sequences timed
+    for record, sequences in zip(epochs, timed, strict=True):
+        whole[record.get("stage")] = max(whole.get(record.get("stage"), 0), sequences)
+    for record, sequences in zip(epochs, timed, strict=True):
+        steps, previous = record.get("step", 0) - previous, record.get("step", 0)
+        if "steps_timed" in record:
+            steps = record["steps_timed"]
+        elif sequences < 0.99 * whole[record.get("stage")]:
+            steps = steps * sequences / whole[record.get("stage")]
         if steps > 0:
             per_step.append(record["seconds"] / steps)
     return statistics.median(per_step) if per_step else math.nan

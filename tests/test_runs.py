@@ -546,3 +546,23 @@ def test_step_seconds_is_the_median_epoch_so_a_suspended_one_does_not_move_it(tm
     run.write_log(records)
     # by hand: 0.20, 0.22, 22.0, 0.15, 0.21 seconds per step -> median 0.21
     assert abs(run.step_seconds() - 0.21) < 1e-12
+
+
+def test_step_seconds_counts_only_the_steps_a_resumed_epoch_timed(tmp_path):
+    from dwrec.rundir import step_seconds
+
+    # 10 steps of 10 sequences an epoch at 0.2 s a step; the second epoch resumed after its
+    # 7th step, its last 3 steps taking 0.9 s (0.3 s a step): the median of 0.2 and 0.3
+    whole = {"epoch": 1, "step": 10, "seconds": 2.0, "sequences_per_s": 100 / 2.0}
+    part = {"epoch": 2, "step": 20, "seconds": 0.9, "sequences_per_s": 30 / 0.9}
+    assert abs(step_seconds([whole, {**part, "steps_timed": 3}]) - 0.25) < 1e-12
+    # logs from before steps_timed: the timed sequences (30 of an epoch's 100) tell
+    assert abs(step_seconds([whole, part]) - 0.25) < 1e-12
+    # and without throughput figures every epoch counts as whole, as before
+    assert (
+        abs(
+            step_seconds([{**whole, "sequences_per_s": None}, {**part, "sequences_per_s": None}])
+            - (0.2 + 0.09) / 2
+        )
+        < 1e-12
+    )

@@ -85,6 +85,20 @@ def test_interrupt_then_resume_ends_exactly_like_an_uninterrupted_run(
     dwrec.train(resume=tmp_path / "resumed", quiet=True)
 
     assert stable(log_records(tmp_path / "straight")) == stable(log_records(tmp_path / "resumed"))
+    # the throughput of the epoch resumed part way counts only the steps it timed
+    straight, resumed = log_records(tmp_path / "straight"), log_records(tmp_path / "resumed")
+    timed = 3 if stop_at_step == 7 else 5  # 5 steps an epoch: epoch 2 resumed after its 2nd
+    assert [r["steps_timed"] for r in resumed] == [5, timed, 5]
+    assert [r["steps_timed"] for r in straight] == [5, 5, 5]
+
+    def work(record, rate):  # what the epoch's figures say it processed
+        return round(record[rate] * record["seconds"])
+
+    skipped = 0 if timed == 5 else 2 * TINY["batch_size"]  # the 2 steps run before the stop
+    assert work(resumed[1], "sequences_per_s") == work(straight[1], "sequences_per_s") - skipped
+    assert (work(resumed[1], "positions_per_s") < work(straight[1], "positions_per_s")) == bool(
+        skipped
+    )
     for name in ("model.pt", "last.pt"):
         straight = torch.load(tmp_path / "straight" / name, weights_only=True)
         resumed = torch.load(tmp_path / "resumed" / name, weights_only=True)

@@ -191,6 +191,7 @@ class Trainer:
         total = stages.planned_epochs(self)
         self.display.start_epoch(self.epoch + 1, total, len(slices), self.step_in_epoch)
         self.epoch_clock = time.perf_counter()
+        first_step, positions_before = self.step_in_epoch, self.epoch_positions
         sequences_this_session = 0
         pending = None
         for window_index in slices[self.step_in_epoch :]:
@@ -216,7 +217,12 @@ class Trainer:
             self._save_last()
             raise TrainingInterrupted(self.run_info.run_dir, self.epoch + 1, self.global_step)
         self.epoch_seconds = time.perf_counter() - self.epoch_clock
-        self.epoch_sequences_session = sequences_this_session
+        # what this process ran of the epoch (after a mid-epoch resume, not all of it)
+        self.epoch_timed = (
+            self.step_in_epoch - first_step,
+            sequences_this_session,
+            self.epoch_positions - positions_before,
+        )
 
     def step(self, window_index: torch.Tensor) -> tuple[torch.Tensor, int]:
         """One optimiser step on the training windows ``window_index`` (the public seam for
@@ -337,8 +343,9 @@ class Trainer:
             "valid": valid,
             "domain_weights": self.weighting.domain_weights() or None,
             "seconds": seconds,
-            "sequences_per_s": self.epoch_sequences_session / max(seconds, 1e-9),
-            "positions_per_s": self.epoch_positions / max(seconds, 1e-9),
+            "steps_timed": self.epoch_timed[0],  # the steps ``seconds`` covers
+            "sequences_per_s": self.epoch_timed[1] / max(seconds, 1e-9),
+            "positions_per_s": self.epoch_timed[2] / max(seconds, 1e-9),
             "lr": self.optimizer.param_groups[0]["lr"],
             **stages.saved(self),
         }
