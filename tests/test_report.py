@@ -219,6 +219,19 @@ def test_group_members_differing_beyond_seed_are_refused(tmp_path):
     }
 
 
+def test_seeds_of_one_dataset_pool_whatever_path_spelling_their_configs_hold(tmp_path):
+    # a run kept with paths made relative (dwrec.export) beside one trained in place: the
+    # same data by fingerprint, so the same group; the path alone decides nothing
+    make_run(tmp_path, "a", loss="generic", seed=0, dataset_path=Path("datasets/d"))
+    make_run(tmp_path, "b", loss="generic", seed=1, dataset_path=tmp_path / "datasets" / "d")
+    make_run(tmp_path, "c", loss="dynamic", seed=0)
+    result = report([tmp_path], bootstrap=10)
+    assert [g.seeds for g in result.groups] == [[0, 1], [0]]
+    make_run(tmp_path, "d", loss="dynamic", seed=1, fingerprint="other-data")
+    with pytest.raises(UsageError, match="fingerprint"):
+        report([tmp_path], bootstrap=10)
+
+
 def test_baseline_falls_back_to_ce_and_unknown_baseline_suggests(tmp_path):
     make_run(tmp_path, "a", loss="ce", seed=0)
     make_run(tmp_path, "b", loss="dynamic", seed=0)

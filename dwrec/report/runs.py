@@ -315,6 +315,9 @@ def _check_seed_only(label: str, members: list[EvaluatedRun]) -> None:
 
 def _essential(config: dict) -> dict:
     essential = {key: config.get(key) for key in ("dataset", "split", "model", "loss")}
+    dataset = essential["dataset"]
+    if isinstance(dataset, dict) and dataset.get("fingerprint"):  # the data, wherever it lies
+        essential["dataset"] = {k: v for k, v in dataset.items() if k != "path"}
     essential["train"] = {
         k: v for k, v in config.get("train", {}).items() if k not in OPERATIONAL_TRAIN_KEYS
     }
