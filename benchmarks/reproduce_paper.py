@@ -1825,8 +1825,15 @@ def publish(args, plan, runs, models, skipped, command: str, started: float, exp
 
 
 if __name__ == "__main__":
+    from dwrec.errors import DwrecError
+
     try:
         sys.exit(main())
     except KeyboardInterrupt:  # between runs (archiving, tables): what is written is whole
         log("interrupted; finished runs are kept: run the same command again to continue")
         sys.exit(130)
+    except DwrecError as error:  # e.g. the final tables refused: a message, not a traceback
+        log(f"error: {error}")
+        log("finished runs are kept: mend the cause and run the same command again "
+            "(--tables-only writes the tables without training)")  # fmt: skip
+        sys.exit(1)
