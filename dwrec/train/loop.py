@@ -336,6 +336,7 @@ class Trainer:
         self.epoch += 1
         valid = self._validate()
         seconds = self.epoch_seconds
+        steps, sequences, positions = self.epoch_timed
         record = {
             "epoch": self.epoch,
             "step": self.global_step,
@@ -343,9 +344,9 @@ class Trainer:
             "valid": valid,
             "domain_weights": self.weighting.domain_weights() or None,
             "seconds": seconds,
-            "steps_timed": self.epoch_timed[0],  # the steps ``seconds`` covers
-            "sequences_per_s": self.epoch_timed[1] / max(seconds, 1e-9),
-            "positions_per_s": self.epoch_timed[2] / max(seconds, 1e-9),
+            "steps_timed": steps,  # the steps ``seconds`` covers
+            "sequences_per_s": sequences / max(seconds, 1e-9),
+            "positions_per_s": positions / max(seconds, 1e-9),
             "lr": self.optimizer.param_groups[0]["lr"],
             **stages.saved(self),
         }
